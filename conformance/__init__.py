@@ -1,0 +1,1 @@
+"""The conformance engine: scenarios, simulator, monitor, checks and the command line."""

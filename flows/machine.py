@@ -1,0 +1,114 @@
+"""Executable step tables: one shared ``transitions`` machine per flow, built from ``flows.tables``.
+
+Triggers (derived from the edges, never listed by hand):
+
+* ``step_<n>`` / ``step_denied`` — "the observed party performed step n": used by the monitor, no guards;
+* ``advance`` — "do whatever the table says comes next": used by the simulator, guarded by the edge
+  conditions, which are read from the model's boolean attributes named in ``tables.CONDITIONS``.
+
+One machine serves many models (attach with ``attach``, release with ``detach``): building a machine
+per model costs several times more (see ``bench/``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from transitions import Event, Machine, MachineError
+
+from flows.tables import IDLE, Flow, flow_named
+
+
+def state_name(state: int | str) -> str:
+    return str(state)
+
+
+def trigger_for(dest: int | str) -> str:
+    """Name of the monitor trigger that moves to ``dest``."""
+    return f"step_{dest}"
+
+
+class StepNotAllowed(MachineError):
+    """An event the step table has no edge for, from the model's current step."""
+
+    def __init__(self, flow: Flow, current: str, event: str, allowed: list[str]):
+        self.flow, self.current, self.event, self.allowed = flow, current, event, allowed
+        where = "before step 1" if current == IDLE else f"at step {flow.prefix}-{current}"
+        super().__init__(
+            f"{flow.title}: event {event!r} is not allowed {where}; "
+            f"the table allows next: {', '.join(allowed) or 'nothing'}"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _StepEvent(Event):
+    def _is_valid_source(self, state: Any) -> bool:
+        if state.name in self.transitions:
+            return True
+        machine: FlowMachine = self.machine  # type: ignore[assignment]
+        raise StepNotAllowed(machine.flow, state.name, self.name, machine.allowed_next(state.name))
+
+
+class FlowMachine(Machine):
+    """A ``transitions`` machine whose states and edges come from one documented step table."""
+
+    event_cls = _StepEvent
+
+    def __init__(self, flow: Flow):
+        self.flow = flow
+        transitions: list[dict[str, Any]] = []
+        for edge in flow.edges:
+            src, dst = state_name(edge.source), state_name(edge.dest)
+            transitions.append({"trigger": trigger_for(edge.dest), "source": src, "dest": dst})
+            transitions.append({
+                "trigger": "advance", "source": src, "dest": dst,
+                "conditions": [name for name, value in edge.when if value],
+                "unless": [name for name, value in edge.when if not value],
+            })
+        super().__init__(
+            model=None,
+            states=[state_name(s) for s in flow.states],
+            transitions=transitions,
+            initial=IDLE,
+            auto_transitions=False,
+            send_event=False,
+            model_attribute="step",
+        )
+
+    def allowed_next(self, current: str) -> list[str]:
+        """Steps the table allows after ``current``, as step ids (e.g. ``CC-3``)."""
+        return [
+            self.flow.step_id(e.dest) if isinstance(e.dest, int) else e.dest
+            for e in self.flow.edges_from(int(current) if current.isdigit() else current)
+        ]
+
+    def _get_trigger(self, model: Any, trigger_name: str, *args: Any, **kwargs: Any) -> bool:
+        if trigger_name not in self.events:  # an event this flow has no edge for at all
+            current = self.get_model_state(model).name
+            raise StepNotAllowed(self.flow, current, trigger_name, self.allowed_next(current))
+        return super()._get_trigger(model, trigger_name, *args, **kwargs)
+
+    def attach(self, model: Any, initial: int | str = IDLE) -> Any:
+        self.add_model(model, initial=state_name(initial))
+        return model
+
+    def detach(self, model: Any) -> None:
+        self.remove_model(model)
+
+
+def machine_for(flow: Flow | str) -> FlowMachine:
+    """The one shared machine of a flow (built on first use)."""
+    return _shared(flow_named(flow).key if isinstance(flow, str) else flow.key)
+
+
+@cache
+def _shared(key: str) -> FlowMachine:
+    return FlowMachine(flow_named(key))
+
+
+def current_step(model: Any) -> int | str:
+    value: str = model.step
+    return int(value) if value.isdigit() else value
