@@ -1,0 +1,126 @@
+"""A scripted browser: its own cookie jar, redirects followed one hop at a time and recorded, HTML forms
+read and submitted by field name. The User actor of the step tables is built on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+import requests
+
+from conformance.redact import redact_text
+from conformance.wire import with_query
+
+
+@dataclass
+class Form:
+    id: str
+    action: str
+    method: str
+    fields: dict[str, str] = field(default_factory=dict)
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[Form] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append(Form(a.get("id", ""), a.get("action", ""), (a.get("method") or "get").upper()))
+        elif not self.forms:
+            return
+        elif tag == "input" and a.get("name"):
+            if a.get("type", "text").lower() in ("submit", "button", "image"):
+                self.forms[-1].buttons.append((a["name"], a.get("value", "")))
+            elif a.get("type", "").lower() not in ("checkbox", "radio") or "checked" in a:
+                self.forms[-1].fields[a["name"]] = a.get("value", "")
+        elif tag == "button" and a.get("name"):
+            self.forms[-1].buttons.append((a["name"], a.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        pass
+
+
+@dataclass
+class Hop:
+    method: str
+    url: str
+    status: int
+    location: str = ""
+
+    def redacted(self) -> str:
+        arrow = f" → {redact_text(self.location)}" if self.location else ""
+        return f"{self.method} {redact_text(self.url)} {self.status}{arrow}"
+
+
+@dataclass
+class Page:
+    url: str
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def forms(self) -> list[Form]:
+        parser = _FormParser()
+        try:
+            parser.feed(self.text)
+        except Exception:
+            return []
+        for form in parser.forms:
+            form.action = urljoin(self.url, form.action) if form.action else self.url
+        return parser.forms
+
+    def form(self, form_id: str = "") -> Form | None:
+        return next((f for f in self.forms if not form_id or f.id == form_id), None)
+
+
+class TooManyRedirects(Exception):
+    pass
+
+
+class Browser:
+    """One user's browser. ``stop_at(url)`` tells which redirect targets to hand back instead of
+    following (e.g. the RedirectURI, when a test gives the callback to a client library)."""
+
+    def __init__(self, session: requests.Session | None = None, max_hops: int = 20, timeout: float = 10.0):
+        self.session = session or requests.Session()
+        self.max_hops, self.timeout = max_hops, timeout
+        self.history: list[Hop] = []
+
+    def get(self, url: str, stop_at: Callable[[str], bool] | None = None) -> Page:
+        return self.request("GET", url, stop_at=stop_at)
+
+    def request(self, method: str, url: str, data: dict[str, str] | None = None,
+                stop_at: Callable[[str], bool] | None = None) -> Page:
+        for _ in range(self.max_hops):
+            resp = self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout)
+            location = resp.headers.get("Location", "")
+            self.history.append(Hop(method, url, resp.status_code, location))
+            if resp.status_code in (301, 302, 303, 307, 308) and location:
+                target = urljoin(url, location)
+                if stop_at and stop_at(target):
+                    return Page(target, resp.status_code, dict(resp.headers), "")
+                if resp.status_code in (301, 302, 303):
+                    method, data = "GET", None
+                url = target
+                continue
+            return Page(resp.url, resp.status_code, dict(resp.headers), resp.text)
+        raise TooManyRedirects(f"more than {self.max_hops} redirects, last at {redact_text(url)}")
+
+    def submit(self, page: Page, form_id: str = "", fields: dict[str, str] | None = None,
+               button: tuple[str, str] | None = None, stop_at: Callable[[str], bool] | None = None) -> Page:
+        form = page.form(form_id)
+        if form is None:
+            raise LookupError(f"no form {form_id!r} on {redact_text(page.url)} (status {page.status})")
+        data = {**form.fields, **(fields or {})}
+        if button:
+            data[button[0]] = button[1]
+        if form.method == "GET":
+            return self.request("GET", with_query(form.action.split("?")[0], data), stop_at=stop_at)
+        return self.request("POST", form.action, data=data, stop_at=stop_at)

@@ -1,0 +1,67 @@
+"""One ordered trace shared by the fakes (and the user driver): the evidence checks read.
+
+Events never hold a secret: tokens appear as their unique id (``uti``), codes and refresh tokens as
+fingerprints, requests as redacted summaries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    seq: int
+    time: float
+    server: str  # "authority" | "bc" | "portal" | "user"
+    endpoint: str  # e.g. "token", "authorize", "companies"
+    method: str = ""
+    path: str = ""
+    status: int = 0
+    error: str = ""  # protocol error code, e.g. "invalid_client" or "Authentication_InvalidCredentials"
+    grant: str = ""
+    client_id: str = ""
+    user: str = ""  # username for delegated activity; "" for app-only
+    issued: tuple[str, ...] = ()  # token ids (uti) / fingerprints of codes and refresh tokens issued
+    redeemed: tuple[str, ...] = ()  # ids / fingerprints of what the request presented
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trace:
+    """Append-only, thread-safe list of ``TraceEvent``; ``clear`` starts a new scenario."""
+
+    def __init__(self) -> None:
+        self._events: list[TraceEvent] = []
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+
+    def append(self, time: float, server: str, endpoint: str, **fields: Any) -> TraceEvent:
+        with self._lock:
+            event = TraceEvent(next(self._seq), time, server, endpoint, **fields)
+            self._events.append(event)
+        return event
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def where(self, **match: Any) -> list[TraceEvent]:
+        return [e for e in self.events if all(getattr(e, k) == v for k, v in match.items())]
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self._events)
