@@ -43,6 +43,42 @@ def _diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    from dataclasses import replace
+
+    from conformance.servers import FakeServers
+    from fake_authority.registry import Registry, RegistryError, load
+
+    try:
+        registry = load(args.config) if args.config else Registry.default()
+    except RegistryError as err:
+        raise UsageError(str(err)) from None
+    if args.redirect_uri:
+        registry = registry.with_redirect_uris(*args.redirect_uri)
+    if args.token_lifetime is not None:
+        if args.token_lifetime < 1:
+            raise UsageError(f"--token-lifetime must be at least 1 second, got {args.token_lifetime}")
+        registry = replace(registry, token_lifetime=args.token_lifetime)
+    servers = FakeServers(registry, host=args.host, authority_port=args.port, bc_port=args.bc_port)
+    try:
+        servers.start()
+    except OSError as err:
+        raise UsageError(f"{err} (choose another --port/--bc-port, or 0 for any free port)") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(json.dumps(servers.info()), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        servers.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bc-conformance",
@@ -60,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     dia = sub.add_parser("diagram", help="print a Mermaid state diagram of a flow")
     dia.add_argument("flow", choices=FLOW_NAMES, metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
     dia.set_defaults(func=_diagram)
+
+    srv = sub.add_parser("serve", help="serve the fake Authority and Business Central on loopback HTTPS")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=0, help="Authority port (default: any free port)")
+    srv.add_argument("--bc-port", type=int, default=0, help="Business Central port (default: any free port)")
+    srv.add_argument("--token-lifetime", type=int, default=None, metavar="SECONDS",
+                     help="access token lifetime (default 3600)")
+    srv.add_argument("--config", metavar="FILE", help="registry of clients and users (.toml or .json)")
+    srv.add_argument("--redirect-uri", action="append", metavar="URI",
+                     help="also register this redirect URI for the default client (repeatable)")
+    srv.set_defaults(func=_serve)
     return parser
 
 

@@ -11,7 +11,7 @@ SENSITIVE_KEYS = frozenset({
     "client_assertion", "assertion", "otp", "secret", "token", "session_state",
 })
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
-MARK = "‹redacted›"
+MARK = "[REDACTED]"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 

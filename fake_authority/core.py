@@ -540,7 +540,7 @@ class Authority:
                                               tenant=tenant[:80]))
         ctx.client_id = client.client_id
         redirect_uri = params.get("redirect_uri") or (client.redirect_uris[0] if client.redirect_uris else "")
-        if redirect_uri not in client.redirect_uris:
+        if not redirect_uri_registered(redirect_uri, client.redirect_uris):
             ctx.detail["stage"] = "error_page"
             return self._error_page(400, E.InvalidRequest(
                 50011, f"The redirect URI '{redirect_uri[:300]}' specified in the request does not match the "
@@ -696,6 +696,28 @@ class Authority:
         if target and (target in registered or f"{urlsplit(target).scheme}://{urlsplit(target).netloc}" in origin):
             return Response.redirect(target, [expire])
         return Response.html(200, render("error.html", title="Signed out", message="You signed out."), [expire])
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def redirect_uri_registered(uri: str, registered: tuple[str, ...]) -> bool:
+    """Exact match, except that Entra ignores the port of an ``http`` loopback redirect URI (RFC 8252 §7.3)."""
+    if uri in registered:
+        return True
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    if parts.scheme != "http" or (host if ":" not in host else f"[{host}]") not in _LOOPBACK_HOSTS:
+        return False
+    for candidate in registered:
+        reg = urlsplit(candidate)
+        if (reg.scheme, (reg.hostname or "").lower(), reg.path, reg.query) == ("http", host, parts.path, parts.query):
+            return True
+    return False
 
 
 def _pkce_ok(challenge: str, method: str, verifier: str) -> bool:
