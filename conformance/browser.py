@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from urllib.parse import urljoin
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from conformance.clock import Clock
 from conformance.redact import redact_text
+from conformance.trace import Trace
 from conformance.wire import with_query
 
 
@@ -88,10 +91,20 @@ class Browser:
     """One user's browser. ``stop_at(url)`` tells which redirect targets to hand back instead of
     following (e.g. the RedirectURI, when a test gives the callback to a client library)."""
 
-    def __init__(self, session: requests.Session | None = None, max_hops: int = 20, timeout: float = 10.0):
+    def __init__(self, session: requests.Session | None = None, max_hops: int = 20, timeout: float = 10.0,
+                 trace: Trace | None = None, clock: Clock | None = None, label: str = ""):
         self.session = session or requests.Session()
         self.max_hops, self.timeout = max_hops, timeout
         self.history: list[Hop] = []
+        self.trace, self.clock, self.label = trace, clock, label
+        self.on_response: list[Callable[[str, str, requests.Response], None]] = []
+
+    def _record(self, endpoint: str, method: str, url: str, **fields: Any) -> None:
+        if self.trace is not None and self.clock is not None:
+            parts = urlsplit(url)
+            self.trace.append(self.clock.now(), "user", endpoint, method=method, path=parts.path,
+                              user=self.label, detail={"host": parts.netloc, "query": redact_text(parts.query)[:600],
+                                                       **fields.pop("detail", {})}, **fields)
 
     def get(self, url: str, stop_at: Callable[[str], bool] | None = None) -> Page:
         return self.request("GET", url, stop_at=stop_at)
@@ -99,9 +112,21 @@ class Browser:
     def request(self, method: str, url: str, data: dict[str, str] | None = None,
                 stop_at: Callable[[str], bool] | None = None) -> Page:
         for _ in range(self.max_hops):
-            resp = self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout)
+            self._record("request", method, url, detail={"form_keys": sorted(data or {})})
+            try:
+                resp = self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout)
+            except requests.RequestException as err:
+                self._record("response", method, url, status=0, error=type(err).__name__,
+                             detail={"problem": redact_text(str(err))[:300]})
+                raise
             location = resp.headers.get("Location", "")
             self.history.append(Hop(method, url, resp.status_code, location))
+            self._record("response", method, url, status=resp.status_code,
+                         detail={"location": redact_text(location)[:600],
+                                 "referrer_policy": resp.headers.get("Referrer-Policy", ""),
+                                 "content_type": resp.headers.get("Content-Type", "")[:80]})
+            for hook in self.on_response:
+                hook(method, url, resp)
             if resp.status_code in (301, 302, 303, 307, 308) and location:
                 target = urljoin(url, location)
                 if stop_at and stop_at(target):
@@ -111,7 +136,7 @@ class Browser:
                 url = target
                 continue
             return Page(resp.url, resp.status_code, dict(resp.headers), resp.text)
-        raise TooManyRedirects(f"more than {self.max_hops} redirects, last at {redact_text(url)}")
+        raise TooManyRedirects(f"more than {self.max_hops} redirects, last at {redact_text(url.split('?')[0])}")
 
     def submit(self, page: Page, form_id: str = "", fields: dict[str, str] | None = None,
                button: tuple[str, str] | None = None, stop_at: Callable[[str], bool] | None = None) -> Page:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from conformance.scenarios import SCENARIOS, scenario_named
-from conformance.simulate import Simulation
-from flows import FLOWS, flow_named
+from flows import FLOWS, MODES, flow_named
 from flows.diagram import mermaid
 
 FLOW_NAMES = [f.cli_name for f in FLOWS.values()]
@@ -20,22 +21,98 @@ class UsageError(Exception):
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from conformance.simulate import describe, simulate
+
     flow = flow_named(args.flow)
     try:
         scenario = scenario_named(flow, args.scenario)
     except KeyError as err:
         raise UsageError(err.args[0]) from None
-    sim = Simulation(flow, scenario)
-    sim.run()
+    sim = simulate(flow, scenario.name)
     if args.json:
         print(json.dumps(sim.as_dict()))
-        return 0
-    print(f"{flow.title} — scenario {scenario.name}: {scenario.description}")
-    for v in sim.visited:
-        print(f"  {flow.step_id(v.number):>5}  {v.actor:<9} {v.text}")
-    if sim.denied:
+        return 0 if sim.outcome != "failed" else 1
+    print(f"{flow.title} ({sim.mode}, reference portal) — scenario {scenario.name}: {scenario.description}")
+    for step in sim.steps:
+        print(f"  {flow.step_id(step.number):>5}  {step.actor:<9} {step.text}")
+        if args.verbose:
+            events = sim.events_of(step)
+            for event in events:
+                print(f"           {describe(event)}")
+            if not events:
+                note = "the answer shown above" if step.actor == "Authority" else "judged by what follows"
+                print(f"           (no wire exchange of its own: {note})")
+    if sim.outcome == "denied":
         print("  (the user declined to authorize the app: the flow ends without a token)")
-    return 0
+    elif sim.outcome == "failed":
+        print(f"  (the flow did not complete{': ' + sim.result.error if sim.result.error else ''})")
+    return 0 if sim.outcome != "failed" else 1
+
+
+def _check_out_dir(path: Path) -> None:
+    """Fail before any scenario runs if results could not be written there."""
+    probe_dir = path
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UsageError(f"--out {path}: {probe_dir} is not a directory")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: {probe_dir} is not writable; choose another directory")
+
+
+def _modes(value: str) -> tuple[str, ...]:
+    if value == "all":
+        return tuple(MODES)
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [n for n in names if n not in MODES]
+    if bad or not names:
+        raise UsageError(f"--mode {value!r}: expected one of {', '.join(MODES)} or all")
+    return names
+
+
+def _run(args: argparse.Namespace) -> int:
+    from conformance.run import RunOptions, default_progress, judge, run_mode, write_outputs
+    from conformance.targets import REFERENCE, InProcessTarget, TargetError
+    from fake_authority.jwt import SigningKey
+
+    modes = _modes(args.mode)
+    wanted = tuple(s for s in (args.scenario or "").split(",") if s)
+    known = {name for per_flow in SCENARIOS.values() for name in per_flow}
+    if unknown := [s for s in wanted if s not in known]:
+        raise UsageError(f"--scenario: unknown {', '.join(unknown)}; valid scenarios: {', '.join(sorted(known))}")
+    if args.request_timeout <= 0:
+        raise UsageError("--request-timeout must be a positive number of seconds")
+    out = Path(args.out)
+    _check_out_dir(out)
+    try:
+        target = InProcessTarget.load(args.portal_app or REFERENCE)
+    except TargetError as err:
+        raise UsageError(str(err)) from None
+    options = RunOptions(modes, wanted, args.profile, args.seed, args.request_timeout)
+    key = SigningKey()
+    per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
+    results = judge(target.name, per_mode, options)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    try:
+        written = write_outputs(results, out)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write results ({err.strerror})") from None
+    _print_summary(results, written)
+    return int(results["exit_code"])
+
+
+def _print_summary(results: dict, written: dict[str, Path]) -> None:
+    for check in results["checks"]:
+        if check["outcome"] in ("failed", "warning"):
+            steps = ",".join(str(n) for n in check["steps"])
+            prefix = "CC" if check["flow"] == "client_credentials" else "AC"
+            print(f"{check['outcome'].upper():8} {check['level']:6} {check['mode']} {prefix}-{steps} "
+                  f"{check['id']}: {check['message']}")
+    counts = ", ".join(f"{n} {k}" for k, n in results["summary"].items() if n)
+    print(f"{results['verdict'].upper()}: {counts} ({', '.join(results['modes'])})")
+    for name, path in written.items():
+        print(f"  {name}: {path}")
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -91,11 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     all_scenarios = sorted({s for per_flow in SCENARIOS.values() for s in per_flow})
     sim.add_argument("--scenario", required=True, metavar="S", help=f"one of: {', '.join(all_scenarios)}")
     sim.add_argument("--json", action="store_true", help="print the visited steps as JSON")
+    sim.add_argument("--verbose", "-v", action="store_true", help="show each step's wire exchange (redacted)")
     sim.set_defaults(func=_simulate)
 
     dia = sub.add_parser("diagram", help="print a Mermaid state diagram of a flow")
     dia.add_argument("flow", choices=FLOW_NAMES, metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
     dia.set_defaults(func=_diagram)
+
+    run = sub.add_parser("run", help="run the conformance scenarios and checks against a portal")
+    run.add_argument("--mode", default="all", help="AzApp, AzUser, AzDelegate (comma-separated) or all (default)")
+    run.add_argument("--portal-app", metavar="MODULE:ATTR",
+                     help="a WSGI app (or a factory returning one) to run in-process; default: the reference portal")
+    run.add_argument("--out", default="bc-conformance-results", metavar="DIR",
+                     help="where to write results.json, junit.xml and the report (default: bc-conformance-results)")
+    run.add_argument("--profile", choices=["quick", "full"], default="quick",
+                     help="quick: the scenarios; full: scenarios and property-based exploration")
+    run.add_argument("--seed", type=int, default=0, help="seed of the property-based exploration (default 0)")
+    run.add_argument("--scenario", metavar="NAMES", help="only these scenarios (comma-separated), e.g. to replay one")
+    run.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="how long a portal may take to answer one request (default 10)")
+    run.set_defaults(func=_run)
 
     srv = sub.add_parser("serve", help="serve the fake Authority and Business Central on loopback HTTPS")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

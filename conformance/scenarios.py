@@ -1,44 +1,171 @@
-"""Named starting situations for the simulator: what the session holds and what the Authority knows."""
+"""Scenarios: short scripts of what users, the clock and the fakes do, for one mode at a time.
+
+Each scenario runs on a fresh portal and fresh fakes. ``ctx.measure()`` marks the visit that
+``bc-conformance simulate`` shows; the monitor and the checks read every visit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from conformance.driver import missing_state, wrong_state
 from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, Flow
+
+if TYPE_CHECKING:
+    from conformance.engine import ScenarioRun
+
+LONG_LIFE = 3600  # seconds: far beyond MSAL's 300 s renewal margin, so reuse is expected
+BOTH = (CLIENT_CREDENTIALS.key, AUTHORIZATION_CODE.key)
+CODE_ONLY = (AUTHORIZATION_CODE.key,)
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
-    token: str = "missing"  # "valid" | "missing" | "expired"
-    signed_in: bool = False
-    consented: bool = False
-    denies_consent: bool = False
+    flows: tuple[str, ...]
+    script: Callable[[ScenarioRun], None]
+    fresh_portal: bool = True  # needs a portal with no state left by earlier scenarios
 
 
-_COMMON = (
-    Scenario("valid-token", "the session already holds a token with a long life left", token="valid",
-             signed_in=True, consented=True),
-    Scenario("missing-token", "first access of a new session: no token yet"),
-    Scenario("expired-token", "the session holds a token whose expiry has passed", token="expired",
-             signed_in=True, consented=True),
+def _valid_token(ctx: ScenarioRun) -> None:
+    ctx.visit("alice")
+    ctx.clock.advance(60)
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _missing_token(ctx: ScenarioRun) -> None:
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _expired_token(ctx: ScenarioRun) -> None:
+    ctx.visit("alice")
+    ctx.clock.advance(LONG_LIFE + 1)
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _consented_not_signed_in(ctx: ScenarioRun) -> None:
+    ctx.grant_consent("alice")
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _signed_in_not_consented(ctx: ScenarioRun) -> None:
+    ctx.sign_in_at_authority("alice")
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _signed_in_and_consented(ctx: ScenarioRun) -> None:
+    ctx.sign_in_at_authority("alice")
+    ctx.grant_consent("alice")
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _consent_denied(ctx: ScenarioRun) -> None:
+    ctx.measure()
+    ctx.visit("alice", consent=False)
+    ctx.visit("alice")  # the user changes their mind: the flow starts again at step 1
+
+
+def _wrong_state(ctx: ScenarioRun) -> None:
+    ctx.measure()
+    ctx.visit("alice", tamper=wrong_state)
+
+
+def _missing_state(ctx: ScenarioRun) -> None:
+    ctx.measure()
+    ctx.visit("alice", tamper=missing_state)
+
+
+def _replayed_callback(ctx: ScenarioRun) -> None:
+    ctx.visit("alice")
+    ctx.measure()
+    ctx.replay("alice")
+
+
+def _authority_invalid_client(ctx: ScenarioRun) -> None:
+    ctx.authority.faults.fail_next_token_requests(3, status=401, error="invalid_client")
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _authority_unavailable(ctx: ScenarioRun) -> None:
+    ctx.authority.faults.fail_next_token_requests(3, status=503, error="temporarily_unavailable")
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _authority_throttled(ctx: ScenarioRun) -> None:
+    ctx.authority.faults.throttle(3, retry_after=30)
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _bc_revoked_token(ctx: ScenarioRun) -> None:
+    ctx.visit("alice")
+    ctx.revoke_bc_tokens()
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _bc_refuses_all(ctx: ScenarioRun) -> None:
+    ctx.bc.faults.revoke_principal(ctx.config.client_id, float("inf"))  # every token of this app, old or new
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _two_users(ctx: ScenarioRun) -> None:
+    for name in ("alice", "bob", "alice", "bob"):
+        ctx.visit(name)
+        ctx.clock.advance(30)
+
+
+def _tolerant_parsing(ctx: ScenarioRun) -> None:
+    ctx.authority.faults.quirky_token_responses = True
+    ctx.measure()
+    ctx.visit("alice")
+
+
+_ALL = (
+    Scenario("valid-token", "a second access while the session's token has a long life left", BOTH, _valid_token),
+    Scenario("missing-token", "first access of a new session: no token yet", BOTH, _missing_token),
+    Scenario("expired-token", "an access after the session's token has expired", BOTH, _expired_token),
+    Scenario("not-signed-in", "no token; the user is not signed in at the Authority and has not consented",
+             CODE_ONLY, _missing_token),
+    Scenario("consented-not-signed-in", "no token; the user consented before but is signed out", CODE_ONLY,
+             _consented_not_signed_in),
+    Scenario("signed-in-not-consented", "no token; the user is signed in but has not consented", CODE_ONLY,
+             _signed_in_not_consented),
+    Scenario("signed-in-and-consented", "no token; the user is signed in and has consented", CODE_ONLY,
+             _signed_in_and_consented),
+    Scenario("consent-denied", "the user declines to authorize the app, then tries again", CODE_ONLY,
+             _consent_denied),
+    Scenario("wrong-state", "the callback arrives with a state the portal did not send", CODE_ONLY, _wrong_state),
+    Scenario("missing-state", "the callback arrives without a state", CODE_ONLY, _missing_state),
+    Scenario("replayed-callback", "the browser opens the same callback URL (same code) again", CODE_ONLY,
+             _replayed_callback),
+    Scenario("authority-invalid-client", "the Authority answers invalid_client to token requests", BOTH,
+             _authority_invalid_client),
+    Scenario("authority-unavailable", "the Authority answers 503 to token requests", BOTH, _authority_unavailable),
+    Scenario("authority-throttled", "the Authority answers 429 with Retry-After to token requests", BOTH,
+             _authority_throttled),
+    Scenario("bc-revoked-token", "Business Central answers 401 to a token that has not expired", BOTH,
+             _bc_revoked_token),
+    Scenario("bc-refuses-all", "Business Central answers 401 to every token, old and new", BOTH, _bc_refuses_all),
+    Scenario("two-users", "two users use the portal in turns", BOTH, _two_users),
+    Scenario("tolerant-parsing", "the token response has token_type 'bearer', no expires_in, an unknown field",
+             BOTH, _tolerant_parsing),
 )
 
 SCENARIOS: dict[str, dict[str, Scenario]] = {
-    CLIENT_CREDENTIALS.key: {s.name: s for s in _COMMON},
-    AUTHORIZATION_CODE.key: {s.name: s for s in (
-        *_COMMON,
-        Scenario("not-signed-in", "no token, the user is not signed in and has not consented"),
-        Scenario("consented-not-signed-in", "no token, the user consented before but is signed out",
-                 consented=True),
-        Scenario("signed-in-not-consented", "no token, the user is signed in but has not consented",
-                 signed_in=True),
-        Scenario("signed-in-and-consented", "no token, the user is signed in and has consented",
-                 signed_in=True, consented=True),
-        Scenario("consent-denied", "no token, the user signs in and declines to authorize the app",
-                 denies_consent=True),
-    )},
+    flow: {s.name: s for s in _ALL if flow in s.flows} for flow in BOTH
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import uuid
@@ -118,6 +119,8 @@ class Authority:
         self.refresh_tokens: dict[str, RefreshGrant] = {}
         self.sessions: dict[str, SignInSession] = {}
         self.consents: set[tuple[str, str]] = set()  # (username, client_id)
+        # Raw values of every token and code issued: never exported, used to find leaks and to redact.
+        self.issued_values: set[str] = set()
 
     # ------------------------------------------------------------------ public helpers for scenarios
 
@@ -127,6 +130,7 @@ class Authority:
         self.refresh_tokens.clear()
         self.sessions.clear()
         self.consents.clear()
+        self.issued_values.clear()
         self.faults.clear()
         self.token_lifetime = None
 
@@ -143,6 +147,14 @@ class Authority:
             if grant.active and (username is None or grant.username.lower() == username.lower()):
                 grant.active, n = False, n + 1
         return n
+
+    def sign_in(self, username: str) -> str:
+        """Open a sign-in session for a user (as if they had logged in earlier); returns the cookie value."""
+        if self.registry.user(username) is None:
+            raise KeyError(f"unknown user {username!r}")
+        sid = secrets.token_urlsafe(24)
+        self.sessions[sid] = SignInSession(self.registry.user(username).username, mfa_done=True)  # type: ignore[union-attr]
+        return sid
 
     def sign_out_everywhere(self, username: str | None = None) -> None:
         for sid in [s for s, sess in self.sessions.items() if username in (None, sess.username)]:
@@ -318,6 +330,9 @@ class Authority:
         ctx.grant = grant = form.get("grant_type", "")
         ctx.detail["secret_in_url"] = any(k in request.params for k in ("client_secret", "client_assertion"))
         ctx.detail["scope"] = form.get("scope", "")
+        if grant == "authorization_code":
+            ctx.detail.update(redirect_uri=form.get("redirect_uri", "")[:300], code_verifier=bool(form.get(
+                "code_verifier")))
         fault = self.faults.take_token_fault()
         if fault is not None:
             ctx.detail["fault"] = f"{fault.status} {fault.error}"
@@ -403,6 +418,7 @@ class Authority:
         lifetime = self.lifetime_for(client)
         claims = app_claims(self.registry, client, scope.resource, int(self.clock.now()), lifetime)
         token = self.key.sign(claims)
+        self.issued_values.add(token)
         ctx.issued.append(f"at:{claims['uti']}")
         ctx.detail.update(resource=scope.resource, expires_in=lifetime)
         body: dict[str, Any] = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
@@ -417,6 +433,12 @@ class Authority:
         return f"{resource.rstrip('/')}/{default_permission}"
 
     def _token_response(self, body: dict[str, Any], v1: bool, resource: str, exp: int) -> Response:
+        if self.faults.quirky_token_responses:
+            # RFC 6749 §5.1/§7.1: token_type is case-insensitive, expires_in is only RECOMMENDED, and clients
+            # must ignore unknown fields.
+            body = {**{k: v for k, v in body.items() if k not in ("expires_in", "ext_expires_in")},
+                    "token_type": "bearer", "x_unknown_field": {"nested": [1, 2, 3]}}
+            return Response.json(200, body, [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
         if v1:
             now = int(self.clock.now())
             body = {**body, "expires_in": str(body["expires_in"]), "ext_expires_in": str(body["ext_expires_in"]),
@@ -441,11 +463,9 @@ class Authority:
         if self.clock.now() - grant.issued_at > CODE_LIFETIME:
             raise fail(E.InvalidGrant, E.GRANT_EXPIRED)
         redirect_uri = form.get("redirect_uri", "")
-        ctx.detail["redirect_uri"] = redirect_uri[:300]
         if redirect_uri != grant.redirect_uri:
             raise fail(E.InvalidGrant, E.REDIRECT_MISMATCH, got=redirect_uri[:300], want=grant.redirect_uri)
         verifier = form.get("code_verifier", "")
-        ctx.detail["code_verifier"] = bool(verifier)
         if grant.challenge and not _pkce_ok(grant.challenge, grant.method, verifier):
             raise fail(E.InvalidGrant, E.PKCE_MISMATCH)
         grant.redeemed = True
@@ -491,11 +511,14 @@ class Authority:
         claims = user_claims(self.registry, client, user, scope, now, lifetime)
         ctx.issued.append(f"at:{claims['uti']}")
         ctx.detail.update(resource=scope.token_resource, expires_in=lifetime)
+        access_token = self.key.sign(claims)
+        self.issued_values.add(access_token)
         body: dict[str, Any] = {"token_type": "Bearer", "scope": scope.response_scope(), "expires_in": lifetime,
-                                "ext_expires_in": lifetime, "access_token": self.key.sign(claims)}
+                                "ext_expires_in": lifetime, "access_token": access_token}
         keep_refresh = rotate_from is not None or "offline_access" in scope.oidc or v1
         if keep_refresh:
             refresh = secrets.token_urlsafe(48)
+            self.issued_values.add(refresh)
             self.refresh_tokens[refresh] = RefreshGrant(client.client_id, user.username, scope, now, now)
             if rotate_from is not None:
                 rotate_from.rotated_to = fingerprint(refresh, "rt")
@@ -523,8 +546,11 @@ class Authority:
         ctx.detail.update(
             state_present="state" in params, state_length=len(params.get("state", "")),
             state_fp=fingerprint(params["state"], "state") if params.get("state") else "",
+            state_bits=round(_entropy_bits(params.get("state", "")), 1),
             code_challenge_method=params.get("code_challenge_method", "plain" if "code_challenge" in params
                                              else ""),
+            challenge_fp=fingerprint(params["code_challenge"], "pkce") if params.get("code_challenge") else "",
+            client_id_sent=params.get("client_id", "")[:80],
             prompt=params.get("prompt", ""), response_mode=params.get("response_mode", ""),
             response_type=params.get("response_type", ""), scope=params.get("scope", params.get("resource", "")),
             redirect_uri=params.get("redirect_uri", "")[:300], stage="",
@@ -662,6 +688,7 @@ class Authority:
 
         # --- AC-6: redirect back to the RedirectURI with a code
         code = secrets.token_urlsafe(96)
+        self.issued_values.add(code)
         self.codes[code] = CodeGrant(client.client_id, redirect_uri, scope, user.username,
                                      params.get("nonce", ""), challenge, method, self.clock.now())
         ctx.issued.append(fingerprint(code, "code"))
@@ -718,6 +745,17 @@ def redirect_uri_registered(uri: str, registered: tuple[str, ...]) -> bool:
         if (reg.scheme, (reg.hostname or "").lower(), reg.path, reg.query) == ("http", host, parts.path, parts.query):
             return True
     return False
+
+
+def _entropy_bits(value: str) -> float:
+    """Upper estimate of a random value's entropy: length × log2 of the smallest usual alphabet it fits."""
+    if not value:
+        return 0.0
+    for size, alphabet in ((10, "0123456789"), (16, "0123456789abcdef"), (16, "0123456789ABCDEF"),
+                           (64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.~")):
+        if all(c in alphabet for c in value):
+            return len(value) * math.log2(size)
+    return len(value) * math.log2(95)
 
 
 def _pkce_ok(challenge: str, method: str, verifier: str) -> bool:

@@ -19,6 +19,7 @@ class AuthorityFaults:
     latency: float = 0.0  # seconds added to every response
     deny_consent: set[str] = field(default_factory=set)  # usernames whose consent is refused ("*" = all)
     demand_mfa: set[str] = field(default_factory=set)  # usernames who must pass MFA now ("*" = all)
+    quirky_token_responses: bool = False  # lower-case token_type, no expires_in, an unknown field
 
     def fail_next_token_requests(self, n: int = 1, status: int = 503, error: str = "temporarily_unavailable") -> None:
         """The next ``n`` token requests get ``status`` with an Entra ``error`` body."""
@@ -46,3 +47,4 @@ class AuthorityFaults:
         self.latency = 0.0
         self.deny_consent.clear()
         self.demand_mfa.clear()
+        self.quirky_token_responses = False

@@ -6,6 +6,7 @@ from flows.tables import (
     CLIENT_CREDENTIALS,
     CONDITIONS,
     DENIED,
+    DOCUMENT_URL,
     FLOWS,
     IDLE,
     MODES,
@@ -17,7 +18,7 @@ from flows.tables import (
 )
 
 __all__ = [
-    "AUTHORIZATION_CODE", "CLIENT_CREDENTIALS", "CONDITIONS", "DENIED", "FLOWS", "IDLE", "MODES",
+    "AUTHORIZATION_CODE", "CLIENT_CREDENTIALS", "CONDITIONS", "DENIED", "DOCUMENT_URL", "FLOWS", "IDLE", "MODES",
     "Edge", "Flow", "FlowMachine", "Mode", "Step", "StepNotAllowed", "current_step", "flow_named",
     "machine_for", "trigger_for",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DOCUMENT = "Anywhere Portal authorization flows (docs.staedean.com)"
+DOCUMENT = "Anywhere Portal authorization flows"
+DOCUMENT_URL = "https://docs.staedean.com/"
 
 IDLE = "idle"
 """Pseudo-state before step 1: the user has not accessed the portal yet."""

@@ -1,0 +1,202 @@
+"""Fake BC: ``GET …/customers?$top=20`` with one valid token.
+
+- in-process: ``requests`` → ``responses`` → ``BusinessCentral.handle``, against a bare ``responses`` callback that
+  returns the same body (target ≥ 0.8× the bare callback);
+- loopback HTTPS at concurrency 8: the server (uvicorn in a thread of this process, so one core for it) is driven
+  by a load generator in a *separate* process (8 keep-alive TLS connections on asyncio, raw HTTP/1.1), so the
+  client does not compete with the server for this process's GIL; compared with the same server answering with
+  a bare handler (target ≥ 2,500 requests/s). Measured with TCP_NODELAY on the server's sockets (see
+  ``_TcpSocketModule``), and once, briefly, with the adapter as it is.
+
+Request counts are bounded; everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import re
+import socket
+import ssl
+import time
+from typing import Any
+
+import requests
+import responses
+
+from bench.harness import Figure, rate
+from conformance import loopback
+from conformance.clock import FakeClock
+from conformance.inprocess import mount
+from conformance.loopback import LoopbackServer
+from conformance.tls import RunCA
+from conformance.trace import Trace
+from conformance.wire import Request, Response
+from fake_authority import Authority
+from fake_bc import BC_HOST, BusinessCentral
+
+CONNECTIONS = 8
+PER_CONNECTION = 400  # requests per connection per sample
+ROUNDS = 3
+IN_PROCESS_N = 1_500
+
+
+def _fakes() -> tuple[Authority, BusinessCentral, str, str]:
+    clock, trace = FakeClock(), Trace()
+    authority = Authority(clock=clock, trace=trace)
+    bc = BusinessCentral.for_authority(authority)
+    bc.set_limits(requests_per_window=10**9)  # the bench's one principal would otherwise meet BC's 6,000 / 5 min
+    token = authority.issue_app_token(lifetime=10**7)
+    path = f"/v2.0/{authority.registry.tenant_id}/Production/api/v2.0/companies({bc.company_id()})/customers"
+    return authority, bc, token, path
+
+
+def _in_process(bc: BusinessCentral, token: str, path: str) -> tuple[list[float], list[float], list[float]]:
+    url = f"{BC_HOST}{path}"
+    headers = {"Authorization": f"Bearer {token}"}
+    params = {"$top": "20"}
+    direct = Request("GET", path, "%24top=20", {"authorization": f"Bearer {token}"}, b"", BC_HOST)
+    reference = bc.handle(direct)
+    assert reference.status == 200, reference.body[:200]
+
+    session = requests.Session()
+
+    def call() -> None:
+        response = session.get(url, params=params, headers=headers)
+        if response.status_code != 200:
+            raise AssertionError(f"{response.status_code}: {response.text[:200]}")
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mount(rsps, BC_HOST, bc.handle, bc.clock)
+        call()
+        fake = rate(call, IN_PROCESS_N)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback("GET", re.compile(re.escape(BC_HOST) + r"(/.*)?$"),
+                          callback=lambda _: (200, reference.headers, reference.body))
+        call()
+        bare = rate(call, IN_PROCESS_N)
+    core = rate(lambda: bc.handle(direct), IN_PROCESS_N * 4)
+    return bare, fake, core
+
+
+# ---------------------------------------------------------------- loopback load generator (separate process)
+
+
+async def _connection(host: str, port: int, request: bytes, n: int, context: ssl.SSLContext) -> int:
+    reader, writer = await asyncio.open_connection(host, port, ssl=context)
+    failures = 0
+    try:
+        for _ in range(n):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head[9:12] != b"200":
+                failures += 1
+            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length[1]))
+                continue
+            while True:  # chunked transfer encoding
+                size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+                await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+    finally:
+        writer.close()
+    return failures
+
+
+async def _round(host: str, port: int, request: bytes, context: ssl.SSLContext, per_connection: int) -> int:
+    results = await asyncio.gather(*(_connection(host, port, request, per_connection, context)
+                                     for _ in range(CONNECTIONS)))
+    return sum(results)
+
+
+def _load(host: str, port: int, target: str, token: str, ca_file: str, per_connection: int, rounds: int,
+          out: Any) -> None:
+    context = ssl.create_default_context(cafile=ca_file)
+    request = (f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+               "Accept: application/json\r\n\r\n").encode()
+    asyncio.run(_round(host, port, request, context, min(per_connection, 50)))  # warm-up
+    samples, failures = [], 0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        failures += asyncio.run(_round(host, port, request, context, per_connection))
+        samples.append(CONNECTIONS * per_connection / (time.perf_counter() - start))
+    out.send((samples, failures))
+
+
+class _TcpSocketModule:
+    """``socket`` as ``conformance.loopback`` sees it, except that stream sockets are created with
+    ``IPPROTO_TCP``: asyncio disables Nagle only on sockets whose ``proto`` says TCP, and a listening socket made
+    with proto 0 hands that 0 to every accepted socket, so each response (headers and body written apart, as TLS
+    records) waits ~40 ms for the client's delayed ACK. The proposed fix in conformance/loopback.py is the
+    same one argument."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(socket, name)
+
+    @staticmethod
+    def socket(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+        return socket.socket(family, type, proto or (socket.IPPROTO_TCP if type == socket.SOCK_STREAM else 0))
+
+
+def _start(handler: Any, tls: Any, nodelay: bool) -> LoopbackServer:
+    server = LoopbackServer(handler, tls)
+    if not nodelay:
+        return server.start()
+    original = loopback.socket
+    loopback.socket = _TcpSocketModule()  # type: ignore[assignment]
+    try:
+        return server.start()
+    finally:
+        loopback.socket = original
+
+
+def _loopback(handler: Any, target: str, token: str, nodelay: bool = True, per_connection: int = PER_CONNECTION,
+              rounds: int = ROUNDS) -> list[float]:
+    ca = RunCA()
+    server = _start(handler, ca.issue(), nodelay)
+    try:
+        receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_load, args=(server.host, server.port, target, token, str(ca.ca_file), per_connection, rounds,
+                                send), daemon=True)
+        process.start()
+        if not receive.poll(120):
+            process.kill()
+            raise TimeoutError("the loopback load generator did not finish")
+        samples, failures = receive.recv()
+        process.join(10)
+    finally:
+        server.stop()
+    if failures:
+        raise AssertionError(f"{failures} loopback responses were not 200")
+    return samples
+
+
+def run() -> list[Figure]:
+    _, bc, token, path = _fakes()
+    bare, fake, core = _in_process(bc, token, path)
+    target = f"{path}?%24top=20"
+    reference = bc.handle(Request("GET", path, "%24top=20", {"authorization": f"Bearer {token}"}, b"",
+                                  "https://127.0.0.1"))
+
+    def bare_handler(_: Request) -> Response:
+        return Response(200, list(reference.headers), reference.body)
+
+    loop_bare = _loopback(bare_handler, target, token)
+    loop_fake = _loopback(bc.handle, target, token)
+    loop_as_is = _loopback(bc.handle, target, token, nodelay=False, per_connection=10, rounds=1)
+    notes: dict[str, float | str] = {"rsa_verifications": bc.verifier.verifications,
+                                     "body_bytes": len(reference.body)}
+    return [
+        Figure("fake_bc: in-process, bare responses callback", "requests/s", bare),
+        Figure("fake_bc: in-process, BusinessCentral.handle", "requests/s", fake,
+               baseline="fake_bc: in-process, bare responses callback", target="≥ 0.8×", notes=notes),
+        Figure("fake_bc: sans-IO handle() called directly", "requests/s", core),
+        Figure("fake_bc: loopback HTTPS c=8, bare handler", "requests/s", loop_bare),
+        Figure("fake_bc: loopback HTTPS c=8, BusinessCentral", "requests/s", loop_fake,
+               baseline="fake_bc: loopback HTTPS c=8, bare handler", target="≥ 2,500 requests/s"),
+        Figure("fake_bc: loopback HTTPS c=8, adapter as is (Nagle on)", "requests/s", loop_as_is,
+               baseline="fake_bc: loopback HTTPS c=8, BusinessCentral", target="see TCP_NODELAY note"),
+    ]

@@ -1,0 +1,164 @@
+"""Run scenarios against a portal in-process: fresh fakes and a fresh portal per scenario, one trace, one
+fake clock (``time.time`` follows it, so portals and client libraries see time jump), then the monitor."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from unittest import mock
+
+import responses
+
+from conformance.clock import FakeClock
+from conformance.driver import StateTamper, UserDriver, VisitResult
+from conformance.inprocess import mount
+from conformance.monitor import MonitorResult, monitor
+from conformance.scenarios import Scenario
+from conformance.targets import InProcessTarget
+from conformance.trace import Trace
+from conformance.user import Credentials
+from conformance.wsgi import PortalMount
+from fake_authority import BC_SCOPE, LOGIN_HOST, Authority, Registry
+from fake_authority.jwt import SigningKey
+from fake_bc import BC_HOST, BusinessCentral
+from flows import MODES, Mode
+from portals.config import PortalConfig
+
+PORTAL_URL = "http://localhost:5000"
+REDIRECT_PATH = "/auth/callback"
+
+
+@dataclass
+class ScenarioResult:
+    mode: str
+    scenario: Scenario
+    trace: Trace
+    visits: list[VisitResult]
+    monitor: MonitorResult
+    measured_from: int  # index into visits of the visit ``simulate`` shows
+    config: PortalConfig
+    error: str = ""
+    waited: float = 0.0  # seconds the scenario let pass (on the fake clock in-process)
+    issued_values: set[str] = field(default_factory=set)  # raw tokens and codes: for redaction, never exported
+
+
+class ScenarioRun:
+    """What a scenario script can do: visits by named users, time travel, faults, Authority state."""
+
+    def __init__(self, mode: Mode, target: InProcessTarget, registry: Registry, key: SigningKey,
+                 request_timeout: float = 10.0):
+        self.mode, self.target = mode, target
+        self.clock = FakeClock()
+        self.trace = Trace()
+        self.authority = Authority(registry, self.clock, self.trace, key)
+        self.bc = BusinessCentral.for_authority(self.authority)
+        self.registry = registry
+        client = registry.default_client
+        self.config = PortalConfig(
+            auth_mode=mode.name, authority=f"{LOGIN_HOST}/{registry.tenant_id}", tenant_id=registry.tenant_id,
+            client_id=client.client_id, client_secret=client.secrets[0].value,
+            redirect_uri=f"{PORTAL_URL}{REDIRECT_PATH}",
+            bc_api_url=f"{BC_HOST}/v2.0/{registry.tenant_id}/Production/api/v2.0", bc_scope=BC_SCOPE,
+            portal_port=5000,
+        )
+        self.request_timeout = request_timeout
+        self.users: dict[str, UserDriver] = {}
+        self.visits: list[VisitResult] = []
+        self.measured_from = 0
+        self._sessions = 0
+
+    # ---- the script's vocabulary
+    def user(self, name: str) -> UserDriver:
+        if name not in self.users:
+            self._sessions += 1
+            # AzDelegate: whoever uses the portal, the Authority sees the one delegate account sign in.
+            account = self.registry.delegate if self.mode.token_holder == "delegate account" else name
+            user = self.registry.user(account) or next(u for u in self.registry.users
+                                                       if u.username.startswith(f"{account}@"))
+            self.users[name] = UserDriver(
+                name, Credentials(user.username, user.password, user.otp), PORTAL_URL, self.config.redirect_uri,
+                LOGIN_HOST.split("//")[1], self.trace, self.clock, self._secrets, f"s{self._sessions}",
+                timeout=self.request_timeout)
+        return self.users[name]
+
+    def visit(self, name: str, consent: bool = True, tamper: StateTamper | None = None) -> VisitResult:
+        result = self.user(name).visit("/", consent=consent, tamper=tamper)
+        self.visits.append(result)
+        return result
+
+    def replay(self, name: str) -> VisitResult:
+        result = self.user(name).replay_callback()
+        self.visits.append(result)
+        return result
+
+    def measure(self) -> None:
+        self.measured_from = len(self.visits)
+
+    def account(self, name: str) -> str:
+        return self.user(name).credentials.username
+
+    def sign_in_at_authority(self, name: str) -> None:
+        """The user already has a sign-in session at the Authority (its cookie is in their browser)."""
+        sid = self.authority.sign_in(self.account(name))
+        self.user(name).browser.session.cookies.set("ESTSAUTH", sid, domain=LOGIN_HOST.split("//")[1], path="/")
+
+    def grant_consent(self, name: str) -> None:
+        self.authority.grant_consent(self.account(name), self.registry.default_client.client_id)
+
+    def revoke_bc_tokens(self) -> None:
+        """Business Central starts refusing every token it has seen so far, though none has expired."""
+        for uti in {r.split(":", 1)[1] for e in self.trace.where(server="bc") for r in e.redeemed}:
+            self.bc.revoke_token(uti)
+
+    def _secrets(self) -> Iterator[tuple[str, str]]:
+        yield "the client secret", self.config.client_secret
+        for value in self.authority.issued_values:
+            if value.startswith("eyJ"):
+                yield "an access token", value
+            elif len(value) < 100:
+                yield "a refresh token", value
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set the environment contract for a portal built in-process, and restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, registry: Registry | None = None,
+                 key: SigningKey | None = None, request_timeout: float = 10.0) -> ScenarioResult:
+    """One scenario on a fresh portal and fresh fakes; never raises for what the portal does."""
+    mode = MODES[mode_name]
+    registry = (registry or Registry.default()).with_redirect_uris(f"{PORTAL_URL}{REDIRECT_PATH}")
+    ctx = ScenarioRun(mode, target, registry, key or SigningKey(), request_timeout)
+    started = ctx.clock.now()
+    error = ""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, \
+            mock.patch("time.time", ctx.clock.now), environment(ctx.config.as_env()):
+        mount(rsps, LOGIN_HOST, ctx.authority.handle, ctx.clock)
+        mount(rsps, BC_HOST, ctx.bc.handle, ctx.clock)
+        try:
+            app = target.build(ctx.config)
+        except Exception as err:
+            app, error = None, f"the portal could not be built: {type(err).__name__}: {err}"
+        if app is not None:
+            PortalMount(app, PORTAL_URL, ctx.trace, ctx.clock, request_timeout).mount(rsps)
+            try:
+                scenario.script(ctx)
+            except Exception as err:
+                error = f"the scenario stopped: {type(err).__name__}: {err}"
+    flow = mode.flow
+    result = monitor(flow, mode, ctx.trace.events, ctx.visits)
+    return ScenarioResult(mode_name, scenario, ctx.trace, ctx.visits, result, ctx.measured_from, ctx.config, error,
+                          ctx.clock.now() - started, set(ctx.authority.issued_values))

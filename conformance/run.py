@@ -1,0 +1,212 @@
+"""``bc-conformance run``: every scenario of every mode against one target, then every check; results as
+``results.json`` (the contract), ``junit.xml`` and the HTML/Markdown reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from conformance.checks import CHECKS, OUTCOMES, evaluate
+from conformance.engine import ScenarioResult, run_scenario
+from conformance.redact import redact_text
+from conformance.scenarios import SCENARIOS
+from conformance.targets import InProcessTarget
+from fake_authority.jwt import SigningKey
+from flows import FLOWS, MODES
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    modes: tuple[str, ...] = tuple(MODES)
+    scenarios: tuple[str, ...] = ()  # empty: all
+    profile: str = "quick"
+    seed: int = 0
+    request_timeout: float = 10.0
+
+
+def kit_version() -> str:
+    try:
+        return metadata.version("bc-oauth-conformance")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_mode(target: InProcessTarget, mode: str, options: RunOptions, key: SigningKey,
+             progress: Progress | None = None) -> dict[str, ScenarioResult]:
+    flow = MODES[mode].flow
+    results: dict[str, ScenarioResult] = {}
+    for name, scenario in SCENARIOS[flow.key].items():
+        if options.scenarios and name not in options.scenarios:
+            continue
+        if progress:
+            progress(f"{mode} > {flow.cli_name} > {name}")
+        results[name] = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
+    return results
+
+
+def _replay(mode: str, scenarios: Iterable[str], target: str) -> str:
+    names = ",".join(scenarios)
+    portal = "" if target == "reference portal" else f" --portal-app {target}"
+    return f"bc-conformance run --mode {mode}{portal}" + (f" --scenario {names}" if names else "")
+
+
+def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], options: RunOptions) -> dict[str, Any]:
+    """Evaluate every check and build the results document (contract in the README)."""
+    checks: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    scenarios: list[dict[str, Any]] = []
+    for mode, results in per_mode.items():
+        flow = MODES[mode].flow
+        secrets = _secrets_of(results)
+        for check in CHECKS:
+            if not check.applies(mode, flow.key):
+                continue
+            verdict = evaluate(check, results, mode)
+            used = verdict.scenarios or [s for s in check.scenarios if s in results]
+            checks.append({
+                "id": check.id, "title": check.title, "mode": mode, "flow": flow.key,
+                "steps": list(check.steps[flow.key]), "level": check.level, "outcome": verdict.outcome,
+                "message": redact_text(verdict.message, secrets), "expected": redact_text(verdict.expected, secrets),
+                "received": redact_text(verdict.received, secrets), "refs": list(check.refs), "scenarios": used,
+                "evidence": verdict.evidence, "replay": _replay(mode, used, target_name),
+            })
+        visited = set().union(*(r.monitor.visited for r in results.values())) if results else set()
+        mode_checks = [c for c in checks if c["mode"] == mode]
+        for step in flow.steps:
+            citing = [c for c in mode_checks if step.number in c["steps"]]
+            failed = any(c["outcome"] == "failed" for c in citing)
+            outcome = "failed" if failed else ("passed" if step.number in visited else "not_exercised")
+            steps.append({"mode": mode, "flow": flow.key, "number": step.number, "actor": step.actor,
+                          "text": step.text, "outcome": outcome, "checks": [c["id"] for c in citing]})
+        for name, sr in results.items():
+            scenarios.append(_scenario_doc(mode, name, sr, secrets))
+    summary = Counter(c["outcome"] for c in checks)
+    by_level: dict[str, dict[str, int]] = {}
+    for c in checks:
+        by_level.setdefault(c["level"], dict.fromkeys(OUTCOMES, 0))[c["outcome"]] += 1
+    failed_must = any(c["outcome"] == "failed" and c["level"] == "MUST" for c in checks)
+    return {
+        "target": target_name,
+        "kit_version": kit_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "modes": list(per_mode),
+        "profile": options.profile,
+        "seed": options.seed,
+        "exit_code": 1 if failed_must else 0,
+        "verdict": "failed" if failed_must else "passed",
+        "summary": {o: summary.get(o, 0) for o in OUTCOMES},
+        "summary_by_level": by_level,
+        "checks": checks,
+        "steps": steps,
+        "scenarios": scenarios,
+        "flows": {key: {"title": f.title, "prefix": f.prefix,
+                        "steps": [{"number": s.number, "actor": s.actor, "text": s.text} for s in f.steps],
+                        "edges": [{"source": e.source, "dest": e.dest, "kind": e.kind, "label": e.label}
+                                  for e in f.edges]}
+                  for key, f in FLOWS.items()},
+    }
+
+
+def _secrets_of(results: dict[str, ScenarioResult]) -> list[str]:
+    values: set[str] = set()
+    for sr in results.values():
+        values.add(sr.config.client_secret)
+        values |= sr.issued_values
+    return sorted(values, key=len, reverse=True)
+
+
+def _scenario_doc(mode: str, name: str, sr: ScenarioResult, secrets: list[str]) -> dict[str, Any]:
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_text(value, secrets)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    trace = []
+    for event in sr.trace.events:
+        doc = clean(event.as_dict())
+        if event.seq in sr.monitor.step_of:
+            doc["step"] = sr.monitor.step_of[event.seq]
+        trace.append(doc)
+    failed = bool(sr.error) or bool(sr.monitor.violations)
+    return {
+        "mode": mode, "flow": MODES[mode].flow.key, "name": name, "description": sr.scenario.description,
+        "outcome": "error" if sr.error else ("failed" if failed else "passed"),
+        "visits": [{"user": v.user, "session": v.session, "kind": v.kind, "steps": vs.steps,
+                    "variants": vs.variants, "final_status": v.status, "completed": vs.completed,
+                    "problem": clean(v.problem)}
+                   for v, vs in zip(sr.visits, sr.monitor.visits, strict=False)],
+        "violations": [{"step": v.step, "into": v.into, "seq": v.seq, "kind": v.kind,
+                        "message": clean(v.message)} for v in sr.monitor.violations],
+        "waited": sr.waited,
+        "error": clean(sr.error),
+        "trace": trace,
+    }
+
+
+def junit_xml(results: dict[str, Any]) -> bytes:
+    """One testcase per check, named ``mode > flow > check``; failures carry the message."""
+    suite = ET.Element("testsuite", name="bc-conformance", tests=str(len(results["checks"])),
+                       failures=str(sum(c["outcome"] == "failed" for c in results["checks"])),
+                       skipped=str(sum(c["outcome"] in ("not_applicable", "not_exercised") for c in results["checks"])))
+    for c in results["checks"]:
+        name = f"{c['mode']} > {c['flow']} > {c['id']}"
+        case = ET.SubElement(suite, "testcase", classname=f"bc_conformance.{c['mode']}", name=name)
+        steps = ", ".join(f"{'CC' if c['flow'] == 'client_credentials' else 'AC'}-{n}" for n in c["steps"])
+        text = f"[{c['level']}] {steps}: {c['message']}\nexpected: {c['expected']}\nreceived: {c['received']}"
+        if c["outcome"] == "failed":
+            ET.SubElement(case, "failure", message=c["message"], type=c["level"]).text = text
+        elif c["outcome"] in ("not_applicable", "not_exercised"):
+            ET.SubElement(case, "skipped", message=f"{c['outcome']}: {c['message']}")
+        elif c["outcome"] == "warning":
+            ET.SubElement(case, "system-out").text = f"WARNING {text}"
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write every output to a temporary name first, then rename: a failed write leaves nothing half-done."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {
+        "results.json": (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode(),
+        "junit.xml": junit_xml(results),
+    }
+    try:
+        from reports import render_html, render_markdown  # the report package renders results only
+    except ImportError:
+        pass
+    else:
+        files["report.html"] = render_html(results).encode()
+        files["report.md"] = render_markdown(results).encode()
+    written: dict[str, Path] = {}
+    temps = []
+    try:
+        for name, data in files.items():
+            tmp = out_dir / f".{name}.tmp"
+            tmp.write_bytes(data)
+            temps.append((tmp, out_dir / name))
+        for tmp, final in temps:
+            tmp.replace(final)
+            written[final.name] = final
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+    return written
+
+
+def default_progress(message: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\033[K… {message}")
+        sys.stderr.flush()
