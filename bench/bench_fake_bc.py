@@ -2,8 +2,8 @@
 
 - in-process: ``requests`` → ``responses`` → ``BusinessCentral.handle``, against a bare ``responses`` callback that
   returns the same body (target ≥ 0.8× the bare callback);
-- loopback HTTPS at concurrency 8: the server (uvicorn in a thread of this process, so one core for it) is driven
-  by a load generator in a *separate* process (8 keep-alive TLS connections on asyncio, raw HTTP/1.1), so the
+- loopback HTTPS at concurrency 8: the server (uvicorn: one event-loop thread of this process, so one core) is
+  driven by a load generator in a *separate* process (8 keep-alive TLS connections on asyncio, raw HTTP/1.1), so the
   client does not compete with the server for this process's GIL; compared with the same server answering with
   a bare handler (target ≥ 2,500 requests/s). Measured with TCP_NODELAY on the server's sockets (see
   ``_TcpSocketModule``), and once, briefly, with the adapter as it is.
@@ -14,11 +14,14 @@ Request counts are bounded; everything stays on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -36,9 +39,10 @@ from fake_authority import Authority
 from fake_bc import BC_HOST, BusinessCentral
 
 CONNECTIONS = 8
-PER_CONNECTION = 400  # requests per connection per sample
-ROUNDS = 3
-IN_PROCESS_N = 1_500
+PER_CONNECTION = 300  # requests per connection per sample
+ROUNDS = 5
+IN_PROCESS_N = 400
+REPEATS = 15  # short interleaved samples: a busy neighbour slows both sides alike
 
 
 def _fakes() -> tuple[Authority, BusinessCentral, str, str]:
@@ -66,16 +70,19 @@ def _in_process(bc: BusinessCentral, token: str, path: str) -> tuple[list[float]
         if response.status_code != 200:
             raise AssertionError(f"{response.status_code}: {response.text[:200]}")
 
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        mount(rsps, BC_HOST, bc.handle, bc.clock)
-        call()
-        fake = rate(call, IN_PROCESS_N)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add_callback("GET", re.compile(re.escape(BC_HOST) + r"(/.*)?$"),
-                          callback=lambda _: (200, reference.headers, reference.body))
-        call()
-        bare = rate(call, IN_PROCESS_N)
-    core = rate(lambda: bc.handle(direct), IN_PROCESS_N * 4)
+    bare: list[float] = []
+    fake: list[float] = []
+    for _ in range(REPEATS):
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            mount(rsps, BC_HOST, bc.handle, bc.clock)
+            call()
+            fake += rate(call, IN_PROCESS_N, repeats=1)
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            rsps.add_callback("GET", re.compile(re.escape(BC_HOST) + r"(/.*)?$"),
+                              callback=lambda _: (200, reference.headers, reference.body))
+            call()
+            bare += rate(call, IN_PROCESS_N, repeats=1)
+    core = rate(lambda: bc.handle(direct), 5_000)
     return bare, fake, core
 
 
@@ -111,8 +118,8 @@ async def _round(host: str, port: int, request: bytes, context: ssl.SSLContext, 
     return sum(results)
 
 
-def _load(host: str, port: int, target: str, token: str, ca_file: str, per_connection: int, rounds: int,
-          out: Any) -> None:
+def _load(host: str, port: int, target: str, token: str, ca_file: str, per_connection: int, rounds: int
+          ) -> tuple[list[float], int]:
     context = ssl.create_default_context(cafile=ca_file)
     request = (f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
                "Accept: application/json\r\n\r\n").encode()
@@ -122,7 +129,7 @@ def _load(host: str, port: int, target: str, token: str, ca_file: str, per_conne
         start = time.perf_counter()
         failures += asyncio.run(_round(host, port, request, context, per_connection))
         samples.append(CONNECTIONS * per_connection / (time.perf_counter() - start))
-    out.send((samples, failures))
+    return samples, failures
 
 
 class _TcpSocketModule:
@@ -154,21 +161,18 @@ def _start(handler: Any, tls: Any, nodelay: bool) -> LoopbackServer:
 
 def _loopback(handler: Any, target: str, token: str, nodelay: bool = True, per_connection: int = PER_CONNECTION,
               rounds: int = ROUNDS) -> list[float]:
+    """Requests/s of ``handler`` served by the loopback adapter, loaded from a child process."""
     ca = RunCA()
     server = _start(handler, ca.issue(), nodelay)
     try:
-        receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-        process = multiprocessing.get_context("spawn").Process(
-            target=_load, args=(server.host, server.port, target, token, str(ca.ca_file), per_connection, rounds,
-                                send), daemon=True)
-        process.start()
-        if not receive.poll(120):
-            process.kill()
-            raise TimeoutError("the loopback load generator did not finish")
-        samples, failures = receive.recv()
-        process.join(10)
+        args = [server.host, str(server.port), target, token, str(ca.ca_file), str(per_connection), str(rounds)]
+        proc = subprocess.run([sys.executable, "-m", "bench.bench_fake_bc", *args], capture_output=True, text=True,
+                              timeout=300, cwd=Path(__file__).resolve().parent.parent)
     finally:
         server.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the loopback load generator failed:\n{proc.stderr[-2000:]}")
+    samples, failures = json.loads(proc.stdout.strip().splitlines()[-1])
     if failures:
         raise AssertionError(f"{failures} loopback responses were not 200")
     return samples
@@ -184,8 +188,11 @@ def run() -> list[Figure]:
     def bare_handler(_: Request) -> Response:
         return Response(200, list(reference.headers), reference.body)
 
-    loop_bare = _loopback(bare_handler, target, token)
-    loop_fake = _loopback(bc.handle, target, token)
+    loop_bare: list[float] = []
+    loop_fake: list[float] = []
+    for _ in range(ROUNDS):  # interleaved, one round each
+        loop_bare += _loopback(bare_handler, target, token, rounds=1)
+        loop_fake += _loopback(bc.handle, target, token, rounds=1)
     loop_as_is = _loopback(bc.handle, target, token, nodelay=False, per_connection=10, rounds=1)
     notes: dict[str, float | str] = {"rsa_verifications": bc.verifier.verifications,
                                      "body_bytes": len(reference.body)}
@@ -200,3 +207,8 @@ def run() -> list[Figure]:
         Figure("fake_bc: loopback HTTPS c=8, adapter as is (Nagle on)", "requests/s", loop_as_is,
                baseline="fake_bc: loopback HTTPS c=8, BusinessCentral", target="see TCP_NODELAY note"),
     ]
+
+
+if __name__ == "__main__":  # the load generator's process: python -m bench.bench_fake_bc HOST PORT ...
+    host, port, target, token, ca_file, per_connection, rounds = sys.argv[1:8]
+    print(json.dumps(_load(host, int(port), target, token, ca_file, int(per_connection), int(rounds))))

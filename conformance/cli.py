@@ -71,7 +71,7 @@ def _modes(value: str) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conformance.run import RunOptions, default_progress, judge, run_mode, write_outputs
+    from conformance.run import RunOptions, default_progress, explore_modes, judge, run_mode, write_outputs
     from conformance.targets import REFERENCE, InProcessTarget, TargetError
     from fake_authority.jwt import SigningKey
 
@@ -91,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(modes, wanted, args.profile, args.seed, args.request_timeout)
     key = SigningKey()
     per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
-    results = judge(target.name, per_mode, options)
+    explorations = explore_modes(target, options, key, default_progress) if args.profile == "full" else None
+    results = judge(target.name, per_mode, options, explorations)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     try:
@@ -109,10 +110,25 @@ def _print_summary(results: dict, written: dict[str, Path]) -> None:
             prefix = "CC" if check["flow"] == "client_credentials" else "AC"
             print(f"{check['outcome'].upper():8} {check['level']:6} {check['mode']} {prefix}-{steps} "
                   f"{check['id']}: {check['message']}")
+            if check["id"] == "explored-interleavings" and check["outcome"] == "failed":
+                print(f"         shrunk sequence: {check['received']}")
+            if check["outcome"] == "failed" and check.get("replay"):
+                print(f"         replay: {check['replay']}")
     counts = ", ".join(f"{n} {k}" for k, n in results["summary"].items() if n)
     print(f"{results['verdict'].upper()}: {counts} ({', '.join(results['modes'])})")
     for name, path in written.items():
         print(f"  {name}: {path}")
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from conformance.run import default_progress
+    from conformance.selftest import format_matrix, selftest
+
+    report = selftest(args.profile, default_progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(json.dumps(report, indent=2) if args.json else format_matrix(report))
+    return 0 if report["passed"] else 1
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -188,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="how long a portal may take to answer one request (default 10)")
     run.set_defaults(func=_run)
+
+    st = sub.add_parser("selftest", help="prove the kit catches every mutant portal and passes the reference")
+    st.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    st.add_argument("--profile", choices=["quick", "full"], default="quick")
+    st.set_defaults(func=_selftest)
 
     srv = sub.add_parser("serve", help="serve the fake Authority and Business Central on loopback HTTPS")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -88,9 +88,10 @@ class UserDriver:
             return
         places = [("page", resp.text), ("Location", resp.headers.get("Location", ""))]
         places += [("cookie", c.value or "") for c in resp.cookies]
+        decoded = [(where, "\n".join(_decoded_variants(text))) for where, text in places if text]
         for kind, secret in self.secrets():
-            for where, text in places:
-                if secret and any(secret in variant for variant in _decoded_variants(text) if variant):
+            for where, text in decoded:
+                if secret and secret in text:
                     self._leaks.append(f"{kind} in the {where} of {method} {redact_text(urlsplit(url).path)}")
 
     def visit(self, path: str = "/", consent: bool = True, tamper: StateTamper | None = None) -> VisitResult:

@@ -83,6 +83,15 @@ class ScenarioRun:
                 timeout=self.request_timeout)
         return self.users[name]
 
+    def new_session(self, name: str) -> None:
+        """The user's browser starts a new portal session; their sign-in at the Authority survives."""
+        old = self.users.pop(name, None)
+        fresh = self.user(name)
+        if old is not None:
+            for cookie in old.browser.session.cookies:
+                if cookie.domain.endswith(LOGIN_HOST.split("//")[1]):
+                    fresh.browser.session.cookies.set_cookie(cookie)
+
     def visit(self, name: str, consent: bool = True, tamper: StateTamper | None = None) -> VisitResult:
         result = self.user(name).visit("/", consent=consent, tamper=tamper)
         self.visits.append(result)
@@ -136,14 +145,16 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, registry: Registry | None = None,
-                 key: SigningKey | None = None, request_timeout: float = 10.0) -> ScenarioResult:
-    """One scenario on a fresh portal and fresh fakes; never raises for what the portal does."""
+@contextlib.contextmanager
+def live(target: InProcessTarget, mode_name: str, registry: Registry | None = None, key: SigningKey | None = None,
+         request_timeout: float = 10.0) -> Iterator[tuple[ScenarioRun, str]]:
+    """Fresh fakes and a fresh portal, mounted in-process, with ``time.time`` following the fake clock.
+
+    Yields the run context and, if the portal could not be built, the reason (the context is then unusable).
+    """
     mode = MODES[mode_name]
     registry = (registry or Registry.default()).with_redirect_uris(f"{PORTAL_URL}{REDIRECT_PATH}")
     ctx = ScenarioRun(mode, target, registry, key or SigningKey(), request_timeout)
-    started = ctx.clock.now()
-    error = ""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, \
             mock.patch("time.time", ctx.clock.now), environment(ctx.config.as_env()):
         mount(rsps, LOGIN_HOST, ctx.authority.handle, ctx.clock)
@@ -151,14 +162,22 @@ def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, re
         try:
             app = target.build(ctx.config)
         except Exception as err:
-            app, error = None, f"the portal could not be built: {type(err).__name__}: {err}"
-        if app is not None:
-            PortalMount(app, PORTAL_URL, ctx.trace, ctx.clock, request_timeout).mount(rsps)
+            yield ctx, f"the portal could not be built: {type(err).__name__}: {err}"
+            return
+        PortalMount(app, PORTAL_URL, ctx.trace, ctx.clock, request_timeout).mount(rsps)
+        yield ctx, ""
+
+
+def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, registry: Registry | None = None,
+                 key: SigningKey | None = None, request_timeout: float = 10.0) -> ScenarioResult:
+    """One scenario on a fresh portal and fresh fakes; never raises for what the portal does."""
+    with live(target, mode_name, registry, key, request_timeout) as (ctx, error):
+        started = ctx.clock.now()
+        if not error:
             try:
                 scenario.script(ctx)
             except Exception as err:
                 error = f"the scenario stopped: {type(err).__name__}: {err}"
-    flow = mode.flow
-    result = monitor(flow, mode, ctx.trace.events, ctx.visits)
+    result = monitor(ctx.mode.flow, ctx.mode, ctx.trace.events, ctx.visits)
     return ScenarioResult(mode_name, scenario, ctx.trace, ctx.visits, result, ctx.measured_from, ctx.config, error,
                           ctx.clock.now() - started, set(ctx.authority.issued_values))

@@ -11,6 +11,7 @@ Business Central refused an unexpired one.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,7 @@ class _Session:
 class _Judge:
     def __init__(self, flow: Flow, mode: Mode, events: list[TraceEvent], visits: list[Any]):
         self.flow, self.mode, self.events, self.visits = flow, mode, events, visits
+        self._seqs = [e.seq for e in events]
         self.machine = machine_for(flow)
         self.sessions: dict[str, _Session] = {}
         self.tokens: dict[str, TokenInfo] = {}
@@ -170,11 +172,14 @@ class _Judge:
 
     # ---------------------------------------------------------------- observations
 
+    def between(self, first: int, last: int) -> list[TraceEvent]:
+        """Events with ``first <= seq <= last`` (the trace is in seq order)."""
+        seqs = self._seqs
+        return self.events[bisect.bisect_left(seqs, first):bisect.bisect_right(seqs, last)]
+
     def observations(self, visit: Any) -> list[tuple[str, TraceEvent]]:
         out: list[tuple[str, TraceEvent]] = []
-        for event in self.events:
-            if not visit.start_seq < event.seq < visit.end_seq:
-                continue
+        for event in self.between(visit.start_seq + 1, visit.end_seq - 1):
             if event.server == "authority" and event.endpoint == "token":
                 out.append(("token", event))
             elif event.server == "authority" and event.endpoint == "authorize":
@@ -197,10 +202,13 @@ class _Judge:
         return MonitorResult(self.out, self.violations, self.step_of, self.tokens)
 
     def judge_visit(self, model: _Session, visit: Any, vs: VisitSteps) -> None:
-        inside = [e for e in self.events if visit.start_seq <= e.seq <= visit.end_seq]
+        inside = self.between(visit.start_seq, visit.end_seq)
         end = inside[-1] if inside and inside[-1].seq == visit.end_seq else None
         first_request = next((e for e in inside if e.server == "user" and e.endpoint == "request"), None)
         if visit.kind == "visit":
+            if current_step(model) not in (IDLE, DENIED, self.flow.steps[-1].number):
+                # The previous access stopped mid-flow (an error page, a failed sign-in): the user starts over.
+                self.machine.set_state(IDLE, model=model)
             self.fire(model, 1, first_request, vs)
         last_step = self.flow.steps[-1].number
         use_step = 6 if self.cc else 9
@@ -293,7 +301,7 @@ class _Judge:
                     self.fire(model, 2, None, vs, token_valid=valid)
                     if not valid:
                         self._violate(2, use_step, event, vs, "bad-token",
-                                      f"the portal went straight to Business Central but {why[0].lower()}{why[1:]}")
+                                      f"the portal went straight to Business Central, and {why}")
                     self.fire(model, use_step, event, vs, token_valid=True)
                     model.token_valid = valid
                 elif here == use_step:

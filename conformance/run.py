@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -16,11 +17,12 @@ from xml.etree import ElementTree as ET
 
 from conformance.checks import CHECKS, OUTCOMES, evaluate
 from conformance.engine import ScenarioResult, run_scenario
+from conformance.explore import BUDGETS, Exploration, explore
 from conformance.redact import redact_text
 from conformance.scenarios import SCENARIOS
 from conformance.targets import InProcessTarget
 from fake_authority.jwt import SigningKey
-from flows import FLOWS, MODES
+from flows import DOCUMENT, DOCUMENT_URL, FLOWS, MODES
 
 Progress = Callable[[str], None]
 
@@ -60,7 +62,39 @@ def _replay(mode: str, scenarios: Iterable[str], target: str) -> str:
     return f"bc-conformance run --mode {mode}{portal}" + (f" --scenario {names}" if names else "")
 
 
-def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], options: RunOptions) -> dict[str, Any]:
+def explore_modes(target: InProcessTarget, options: RunOptions, key: SigningKey,
+                  progress: Progress | None = None) -> dict[str, Exploration]:
+    """The ``full`` profile's property-based exploration, one state machine per mode."""
+    out: dict[str, Exploration] = {}
+    for mode in options.modes:
+        if progress:
+            progress(f"{mode} > exploring interleavings ({BUDGETS['full']} examples, seed {options.seed})")
+        replay = f"bc-conformance run --profile full --mode {mode} --seed {options.seed}" + (
+            f" --portal-app {target.spec}" if target.name != "reference portal" else "")
+        out[mode] = explore(target, mode, BUDGETS["full"], options.seed, key, replay)
+    return out
+
+
+def _exploration_check(mode: str, found: Exploration) -> dict[str, Any]:
+    flow = MODES[mode].flow
+    cited = sorted({int(n) for n in re.findall(rf"{flow.prefix}-(\d+)", found.failure)}) or [
+        s.number for s in flow.steps]
+    sequence = "; ".join(found.counterexample) or "(no rule call: the first state failed)"
+    return {
+        "id": "explored-interleavings", "title": "Interleavings of users, clock jumps and faults", "mode": mode,
+        "flow": flow.key, "steps": cited, "level": "MUST", "outcome": "passed" if found.passed else "failed",
+        "message": (f"{found.examples} random sequences followed the table" if found.passed
+                    else f"Hypothesis found and shrank a failing sequence: {found.failure}"),
+        "expected": "the monitor sees no move the table does not allow, every Business Central call carries an "
+                    "unexpired token of the right principal, no code or refresh token is redeemed twice",
+        "received": "" if found.passed else f"{sequence} → {found.failure}",
+        "refs": [f"{DOCUMENT}, {flow.title} <{DOCUMENT_URL}>", "Hypothesis stateful testing"],
+        "scenarios": [], "evidence": [], "replay": found.replay,
+    }
+
+
+def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], options: RunOptions,
+          explorations: dict[str, Exploration] | None = None) -> dict[str, Any]:
     """Evaluate every check and build the results document (contract in the README)."""
     checks: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
@@ -80,6 +114,8 @@ def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], opti
                 "received": redact_text(verdict.received, secrets), "refs": list(check.refs), "scenarios": used,
                 "evidence": verdict.evidence, "replay": _replay(mode, used, target_name),
             })
+        if explorations and mode in explorations:
+            checks.append(_exploration_check(mode, explorations[mode]))
         visited = set().union(*(r.monitor.visited for r in results.values())) if results else set()
         mode_checks = [c for c in checks if c["mode"] == mode]
         for step in flow.steps:
@@ -107,6 +143,9 @@ def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], opti
         "summary": {o: summary.get(o, 0) for o in OUTCOMES},
         "summary_by_level": by_level,
         "checks": checks,
+        "explorations": [{"mode": e.mode, "examples": e.examples, "passed": e.passed,
+                          "counterexample": e.counterexample, "failure": e.failure, "replay": e.replay}
+                         for e in (explorations or {}).values()],
         "steps": steps,
         "scenarios": scenarios,
         "flows": {key: {"title": f.title, "prefix": f.prefix,

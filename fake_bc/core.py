@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -83,8 +84,7 @@ class _Target:
     """The resolved resource: the table, and where it hangs (for links, parents and the context URL)."""
 
     table: Table
-    context: str  # the context URL's fragment, e.g. "companies(<cid>)/customers"
-    link: str  # the path of the set below the API root, e.g. "companies(<cid>)/customers"
+    path: str  # below the API root, e.g. "companies(<cid>)/customers": links and the context URL's fragment
     company_id: str = ""
     parent: tuple[str, str] | None = None  # (parent field, parent id) for a child set
     writable: bool = True
@@ -448,18 +448,18 @@ class BusinessCentral:
         if first.key is None:
             if len(segments) > 1:
                 raise E.ResourceNotFound.segment(segments[1].name)
-            return self._set(request, route, _Target(store.companies, "companies", "companies", writable=False))
+            return self._set(request, route, _Target(store.companies, "companies", writable=False))
         company_id = _guid_key(first)
         company = store.companies.rows.get(company_id)
         if company is None:
             raise E.CompanyNotFound(f"The company with id '{company_id}' does not exist.")
         if len(segments) == 1:
-            return self._one(request, route, _Target(store.companies, "companies", "companies", writable=False),
+            return self._one(request, route, _Target(store.companies, "companies", writable=False),
                              first, store)
         set_segment = segments[1]
         entity = self._entity_type(api, set_segment.name)
         where = f"companies({company_id})/{entity.set_name}"
-        target = _Target(self._table(store, api, company_id, entity), where, where, company_id,
+        target = _Target(self._table(store, api, company_id, entity), where, company_id,
                          writable=not entity.read_only)
         if len(segments) == 2:
             if set_segment.key is None:
@@ -476,7 +476,7 @@ class BusinessCentral:
             raise E.ResourceNotFound.segment(segments[3].name if child_set else child_segment.name)
         child = self._entity_type(api, child_set, child=True)
         where = f"companies({company_id})/{entity.set_name}({parent_id})/{child_segment.name}"
-        child_target = _Target(self._table(store, api, company_id, child), where, where, company_id,
+        child_target = _Target(self._table(store, api, company_id, child), where, company_id,
                                (child.parent_field, parent_id))
         if child_segment.key is None:
             return self._set(request, route, child_target, store, api)
@@ -531,7 +531,7 @@ class BusinessCentral:
         limit = page_size if query.top is None else min(page_size, query.top)
         page = rows[query.skip:query.skip + limit]
         more = len(rows) > query.skip + limit and (query.top is None or query.top > limit)
-        context = target.context if query.select is None else f"{target.context}({','.join(query.select)})"
+        context = target.path if query.select is None else f"{target.path}({','.join(query.select)})"
         parts = [b'{"@odata.context":', _dumps(f"{request.base}{route.api_root}/$metadata#{context}")]
         if total is not None:
             parts.append(b',"@odata.count":%d' % total)
@@ -635,7 +635,7 @@ class BusinessCentral:
         table, entity = target.table, target.table.entity
         fields = {**entity.defaults(), **self._changes(request, entity)}
         version = store.next_version()
-        fields["id"] = guid("created", self.tenant_id, route.environment.lower(), target.link, str(version))
+        fields["id"] = guid("created", self.tenant_id, route.environment.lower(), target.path, str(version))
         if target.parent is not None:
             fields[target.parent[0]] = target.parent[1]
         if entity.number_step and "number" in entity.by_name and not fields.get("number"):
@@ -644,7 +644,7 @@ class BusinessCentral:
             fields["lastModifiedDateTime"] = iso(self.clock.now())
         _unique_number(table, fields, None)
         row = table.put(fields, version)
-        location = f"{request.base}{route.api_root}/{target.link}({row['id']})"
+        location = f"{request.base}{route.api_root}/{target.path}({row['id']})"
         return self._entity_response(request, route, target, row, 201, [("Location", location)])
 
     @staticmethod
@@ -673,7 +673,7 @@ class BusinessCentral:
     @staticmethod
     def _entity_response(request: Request, route: Route, target: _Target, row: dict[str, Any], status: int,
                          extra: list[tuple[str, str]] | None = None) -> Response:
-        context = f"{request.base}{route.api_root}/$metadata#{target.context}/$entity"
+        context = f"{request.base}{route.api_root}/$metadata#{target.path}/$entity"
         payload = {"@odata.context": context, **row}
         headers = [*_HEADERS, ("ETag", row["@odata.etag"]), *(extra or [])]
         return Response(status, headers, _dumps(payload))
@@ -682,12 +682,18 @@ class BusinessCentral:
 
     def _record(self, request: Request, response: Response, ctx: _Ctx, now: float) -> None:
         if request.query:
-            ctx.detail["query"] = redact_mapping(request.params)
+            ctx.detail["query"] = dict(_redacted_query(request.query))
         if response.status >= 500 and not ctx.error:
             ctx.error = E.ServerError.code
         self.trace.append(now, "bc", ctx.endpoint, method=request.method, path=request.path,
                           status=response.status, error=ctx.error, client_id=ctx.client_id, user=ctx.user,
                           redeemed=ctx.redeemed, detail=ctx.detail)
+
+
+@lru_cache(maxsize=1024)
+def _redacted_query(query: str) -> tuple[tuple[str, str], ...]:
+    """The query for the trace, secrets redacted; cached because clients repeat their queries."""
+    return tuple(redact_mapping(Request("GET", "/", query).params).items())
 
 
 def _dumps(payload: Any) -> bytes:

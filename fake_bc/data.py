@@ -249,10 +249,9 @@ class Table:
 
     def encoded(self, row: dict[str, Any]) -> bytes:
         """The row as JSON, encoded once per version: serialising pages dominated the cost of a GET."""
-        row_id = str(row["id"])
-        data = self._encoded.get(row_id)
+        data = self._encoded.get(row["id"])
         if data is None:
-            data = self._encoded[row_id] = json.dumps(row, separators=(",", ":")).encode()
+            data = self._encoded[row["id"]] = json.dumps(row, separators=(",", ":")).encode()
         return data
 
     def sort_key(self, row: dict[str, Any]) -> tuple[Any, ...]:

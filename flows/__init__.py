@@ -6,6 +6,7 @@ from flows.tables import (
     CLIENT_CREDENTIALS,
     CONDITIONS,
     DENIED,
+    DOCUMENT,
     DOCUMENT_URL,
     FLOWS,
     IDLE,
@@ -18,7 +19,7 @@ from flows.tables import (
 )
 
 __all__ = [
-    "AUTHORIZATION_CODE", "CLIENT_CREDENTIALS", "CONDITIONS", "DENIED", "DOCUMENT_URL", "FLOWS", "IDLE", "MODES",
-    "Edge", "Flow", "FlowMachine", "Mode", "Step", "StepNotAllowed", "current_step", "flow_named",
+    "AUTHORIZATION_CODE", "CLIENT_CREDENTIALS", "CONDITIONS", "DENIED", "DOCUMENT", "DOCUMENT_URL", "FLOWS", "IDLE",
+    "MODES", "Edge", "Flow", "FlowMachine", "Mode", "Step", "StepNotAllowed", "current_step", "flow_named",
     "machine_for", "trigger_for",
 ]

@@ -99,6 +99,42 @@ class ClientCredentialsForUsers(Portal):
         self.flow = CLIENT_CREDENTIALS
 
 
+class CallsBcWithoutToken(Portal):
+    """Goes to Business Central first and only asks for a token when that fails."""
+
+    def token_is_valid(self, token: dict[str, Any] | None) -> bool:
+        return not token or not token["access_token"] or super().token_is_valid(token)
+
+    def stored_token(self) -> dict[str, Any] | None:
+        return super().stored_token() or {"access_token": "", "expires_at": 0}
+
+    def call_bc(self, token: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if token["access_token"]:
+            return super().call_bc(token)
+        resp = self.http.get(f"{self.config.bc_api_url}/companies", timeout=HTTP_TIMEOUT)
+        return resp.status_code, {}
+
+
+class DelegatePerSession(Portal):
+    """AzDelegate that keeps the delegate's token per portal session, so every user signs in again."""
+
+    def stored_token(self) -> dict[str, Any] | None:
+        return session.get("token")
+
+    def store_token(self, token: dict[str, Any] | None) -> None:
+        session["token"] = token
+
+
+class HammersAuthority(Portal):
+    """Retries a failing token request ten times in a row."""
+
+    def post_token(self, form: dict[str, str]) -> dict[str, Any]:
+        for _ in range(9):
+            with contextlib.suppress(PortalError):
+                return super().post_token(form)
+        return super().post_token(form)
+
+
 class StrictParsing(Portal):
     def post_token(self, form: dict[str, str]) -> dict[str, Any]:
         resp = self.http.post(self.token_endpoint, data=form, timeout=HTTP_TIMEOUT)
@@ -259,6 +295,12 @@ MUTANTS: tuple[Mutant, ...] = (
            _factory(visit_cls=NoPkce)),
     Mutant("no-callback-redirect", "renders the page at the callback URL that still holds the code",
            dict.fromkeys(CODE, ("callback-hygiene",)), _factory(visit_cls=NoCallbackRedirect)),
+    Mutant("calls-bc-without-token", "calls Business Central before it has a token",
+           dict.fromkeys(ALL, ("missing-token-fetched", "bearer-token-used")), _factory(CallsBcWithoutToken)),
+    Mutant("delegate-token-per-session", "in AzDelegate, keeps the delegate's token per session",
+           {"AzDelegate": ("delegate-token-shared", "valid-token-reused")}, _factory(DelegatePerSession)),
+    Mutant("hammers-authority", "retries a failing token request ten times",
+           dict.fromkeys(ALL, ("token-errors-handled",)), _factory(HammersAuthority)),
     Mutant("strict-token-parsing", "rejects token_type 'bearer' and needs expires_in",
            dict.fromkeys(ALL, ("tolerant-parsing",)), _factory(StrictParsing)),
     Mutant("echoes-secret-on-error", "shows the token request, secret included, on its error page",
