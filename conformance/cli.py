@@ -131,6 +131,17 @@ def _selftest(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from reports import cli_render
+
+    try:
+        path = cli_render(args.results, args.output)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"report: {path}")
+    return 0
+
+
 def _diagram(args: argparse.Namespace) -> int:
     sys.stdout.write(mermaid(flow_named(args.flow)))
     return 0
@@ -209,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the matrix as JSON")
     st.add_argument("--profile", choices=["quick", "full"], default="quick")
     st.set_defaults(func=_selftest)
+
+    rep = sub.add_parser("report", help="re-render report.html (and report.md) from a saved results.json")
+    rep.add_argument("results", metavar="DIR_OR_results.json")
+    rep.add_argument("-o", "--output", metavar="report.html", help="default: report.html beside the results")
+    rep.set_defaults(func=_report)
 
     srv = sub.add_parser("serve", help="serve the fake Authority and Business Central on loopback HTTPS")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DOCUMENT = "Anywhere Portal authorization flows"
-DOCUMENT_URL = "https://docs.staedean.com/"
+DOCUMENT_URL = "https://docs.staedean.com/business-central/docs/bc-anywhere-portal-authorization-flows"
 
 IDLE = "idle"
 """Pseudo-state before step 1: the user has not accessed the portal yet."""

@@ -24,3 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.register_profile("ci", database=None, derandomize=True, deadline=None)
     settings.register_profile("dev", deadline=None)
     settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# A separate pytest project, run in a subprocess by test_pytest_plugin.py.
+collect_ignore = ["plugin_project"]

@@ -1,0 +1,130 @@
+"""The report as GitHub-flavoured Markdown, for a CI job summary or a PR comment: the verdict first, then
+only what a reviewer acts on (counts, failures with their step ids, a compact step table per mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reports.model import LEVELS, SUMMARY_ORDER, CheckView, ModeView, build, label
+
+MAX_CHARS = 60_000
+"""Under GitHub's 65,536-character limit for a PR comment (a job summary allows 1 MiB)."""
+TEXT_CHARS = 600
+VIOLATIONS_SHOWN = 3
+
+ICONS = {"passed": "✅", "failed": "❌", "warning": "⚠️", "not_applicable": "➖", "not_exercised": "⏭️",
+         "error": "🛑"}
+
+
+def _cell(text: object) -> str:
+    """Text safe inside a table cell: no pipe, newline or raw HTML can break the table or the comment."""
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = out.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("`", "'")
+    return " ".join(out.split())
+
+
+def _code(text: object) -> str:
+    """A code span; pipes stay escaped because GFM splits table cells on them even inside code."""
+    return f"`{str(text).replace('`', chr(39)).replace('|', chr(92) + '|')}`" if str(text) else ""
+
+
+def _short(text: str, limit: int = TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _mark(outcome: str) -> str:
+    return f"{ICONS.get(outcome, '')} {label(outcome)}".strip()
+
+
+def _steps(check: CheckView) -> str:
+    return ", ".join(sid for sid, _ in check.step_groups) or "—"
+
+
+def _counts_table(view: Any) -> list[str]:
+    head = "| Level | " + " | ".join(label(o) for o in SUMMARY_ORDER) + " |"
+    rows = [head, "|---|" + "--:|" * len(SUMMARY_ORDER)]
+    for level, counts in view.by_level:
+        rows.append(f"| {level} | " + " | ".join(str(n) for n in counts) + " |")
+    totals = dict(view.summary)
+    rows.append("| **All** | " + " | ".join(f"**{totals.get(o, 0)}**" for o in SUMMARY_ORDER) + " |")
+    return rows
+
+
+def _problems(problems: list[CheckView]) -> list[str]:
+    if not problems:
+        return ["No check failed and no warning was raised."]
+    rows = ["| | Level | Mode | Steps | Check | Message |", "|---|---|---|---|---|---|"]
+    for c in problems:
+        rows.append(f"| {_mark(c.outcome)} | {c.level} | {c.mode} | {_steps(c)} | {_cell(c.title)} {_code(c.id)} "
+                    f"| {_cell(_short(c.message, 300))} |")
+    details = []
+    for c in problems:
+        if not (c.expected or c.received or c.replay):
+            continue
+        details.append(f"- **{c.mode} · {_code(c.id)}** ({_steps(c)})")
+        if c.expected:
+            details.append(f"  - expected: {_cell(_short(c.expected))}")
+        if c.received:
+            details.append(f"  - received: {_cell(_short(c.received))}")
+        if c.replay:
+            details.append(f"  - replay: {_code(c.replay)}")
+    if details:
+        rows += ["", "<details><summary>Expected vs received, and how to replay</summary>", "", *details, "",
+                 "</details>"]
+    return rows
+
+
+def _mode_table(mode: ModeView) -> list[str]:
+    rows = [f"### {mode.name} — {_cell(mode.flow_title)}", "", "| # | Actor | Step | Verdict | Checks |",
+            "|--:|---|---|---|---|"]
+    for s in mode.steps:
+        problems = [f"{ICONS[c.outcome]} {_code(c.id)}" for c in s.checks if c.is_problem]
+        passed = sum(1 for c in s.checks if c.outcome == "passed")
+        cites = problems + ([f"{passed} ✅"] if passed else [])
+        rows.append(f"| {s.step_id} | {_cell(s.actor)} | {_cell(s.text)} | {_mark(s.outcome)} | "
+                    f"{' '.join(cites) or '—'} |")
+    return rows
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """The Markdown report of a results document (see ``reports`` for the contract)."""
+    view = build(results, events=False)
+    failed = sum(1 for c in view.problems if c.outcome == "failed")
+    warnings = sum(1 for c in view.problems if c.outcome == "warning")
+    icon = ICONS.get(view.verdict, "❔")
+    lines = [
+        f"## {icon} BC OAuth conformance: {view.verdict.upper()} — {_code(view.target)}",
+        "",
+        f"**{failed} failed · {warnings} warning{'s' if warnings != 1 else ''}** · exit code {view.exit_code} · "
+        f"modes {', '.join(view.modes_run)} · profile {view.profile} · seed {view.seed} · kit {view.kit_version} · "
+        f"{view.date}",
+        "",
+        *_counts_table(view),
+        "",
+        "### Failures and warnings",
+        "",
+        *_problems(view.problems),
+    ]
+    scenarios: list[str] = []
+    if view.broken_scenarios:
+        scenarios = ["", "### Scenarios that did not pass", ""]
+        for s in view.broken_scenarios:
+            detail = f" — {_cell(_short(s.error))}" if s.error else ""
+            shown = [f"{v.step}: {_cell(_short(v.message, 200))}" + (f" (×{v.count})" if v.count > 1 else "")
+                     for v in s.violations[:VIOLATIONS_SHOWN]]
+            if len(s.violations) > VIOLATIONS_SHOWN:
+                shown.append(f"{len(s.violations) - VIOLATIONS_SHOWN} more")
+            scenarios.append(f"- {_mark(s.outcome)} **{s.mode} · {_cell(s.name)}**{detail}"
+                             + (f" ({'; '.join(shown)})" if shown else ""))
+    tables = [line for mode in view.modes for line in ("", *_mode_table(mode))]
+    footer = ["", f"<sub>Levels: {', '.join(LEVELS)}. Step ids: CC = Client Credentials Flow, "
+              "AC = Authorization Code Flow, numbered as in the document's tables.</sub>", ""]
+    text = "\n".join(lines + scenarios + tables + footer)
+    if len(text) > MAX_CHARS:  # keep the verdict, counts, failures and step tables; drop the scenario list
+        note = ["", f"_The list of scenarios that did not pass is left out to stay under {MAX_CHARS} characters; "
+                "see report.html._"]
+        text = "\n".join(lines + note + tables + footer)
+    if len(text) > MAX_CHARS:
+        text = text[: MAX_CHARS - 80].rsplit("\n", 1)[0] + "\n\n_… cut to stay within a PR comment; see report.html._\n"
+    return text
