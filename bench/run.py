@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -26,11 +27,20 @@ def main(argv: list[str]) -> int:
         figures.extend(importlib.import_module(f"bench.{name}").run())
     print(format_table(figures))
     by_name = {f.name: f for f in figures}
+    fresh = [{**f.as_dict(), "ratio": ratio(f, by_name)} for f in figures]
+    path = HERE / "results.json"
+    kept: list[dict] = []
+    if argv and path.exists():  # a filtered run updates its own figures and keeps the others
+        try:
+            kept = [f for f in json.loads(path.read_text()).get("figures", []) if f["name"] not in by_name]
+        except (ValueError, KeyError, TypeError):
+            kept = []
     out = {
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
-        "figures": [{**f.as_dict(), "ratio": ratio(f, by_name)} for f in figures],
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count()},
+        "figures": kept + fresh,
     }
-    (HERE / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+    path.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

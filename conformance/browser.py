@@ -92,8 +92,9 @@ class Browser:
     following (e.g. the RedirectURI, when a test gives the callback to a client library)."""
 
     def __init__(self, session: requests.Session | None = None, max_hops: int = 20, timeout: float = 10.0,
-                 trace: Trace | None = None, clock: Clock | None = None, label: str = ""):
+                 trace: Trace | None = None, clock: Clock | None = None, label: str = "", verify: bool | str = True):
         self.session = session or requests.Session()
+        self.verify = verify  # passed on every request: a session's own verify loses to REQUESTS_CA_BUNDLE
         self.max_hops, self.timeout = max_hops, timeout
         self.history: list[Hop] = []
         self.trace, self.clock, self.label = trace, clock, label
@@ -114,7 +115,8 @@ class Browser:
         for _ in range(self.max_hops):
             self._record("request", method, url, detail={"form_keys": sorted(data or {})})
             try:
-                resp = self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout)
+                resp = self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout,
+                                            verify=self.verify)
             except requests.RequestException as err:
                 self._record("response", method, url, status=0, error=type(err).__name__,
                              detail={"problem": redact_text(str(err))[:300]})

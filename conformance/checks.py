@@ -497,9 +497,8 @@ def pkce_s256(results: Results, mode: str) -> Verdict:
 
 def exact_redirect_uri(results: Results, mode: str) -> Verdict:
     expected = "the registered RedirectURI, byte for byte, in the authorize and the token request"
-    any_sr = next(iter(results.values()))
-    configured = any_sr.config.redirect_uri
     for name, sr in results.items():
+        configured = sr.config.redirect_uri
         for e in _authorize_gets(sr.trace.events):
             if e.detail.get("redirect_uri") != configured:
                 return _fail("warning", "AC-3: redirect_uri differs from the configured RedirectURI", expected,

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from conformance.scenarios import SCENARIOS, scenario_named
 from flows import FLOWS, MODES, flow_named
@@ -84,15 +85,25 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--request-timeout must be a positive number of seconds")
     out = Path(args.out)
     _check_out_dir(out)
-    try:
-        target = InProcessTarget.load(args.portal_app or REFERENCE)
-    except TargetError as err:
-        raise UsageError(str(err)) from None
+    chosen = [flag for flag in ("portal_app", "portal_cmd", "portal_url") if getattr(args, flag)]
+    if len(chosen) > 1:
+        raise UsageError("give at most one of --portal-app, --portal-cmd and --portal-url")
+    if args.startup_timeout <= 0:
+        raise UsageError("--startup-timeout must be a positive number of seconds")
+    if not args.redirect_path.startswith("/") or not args.page.startswith("/"):
+        raise UsageError("--page and --redirect-path must be absolute paths such as / and /auth/callback")
     options = RunOptions(modes, wanted, args.profile, args.seed, args.request_timeout)
     key = SigningKey()
-    per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
-    explorations = explore_modes(target, options, key, default_progress) if args.profile == "full" else None
-    results = judge(target.name, per_mode, options, explorations)
+    if args.portal_cmd or args.portal_url:
+        results = _run_external(args, options, key)
+    else:
+        try:
+            target = InProcessTarget.load(args.portal_app or REFERENCE)
+        except TargetError as err:
+            raise UsageError(str(err)) from None
+        per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
+        explorations = explore_modes(target, options, key, default_progress) if args.profile == "full" else None
+        results = judge(target, per_mode, options, explorations)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     try:
@@ -101,6 +112,45 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: cannot write results ({err.strerror})") from None
     _print_summary(results, written)
     return int(results["exit_code"])
+
+
+def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    from conformance.external import ExternalTarget, portal_environment, stage_for, wait_for_url
+    from conformance.run import default_progress, judge, run_mode
+    from conformance.servers import FakeServers
+    from fake_authority import Registry
+
+    if args.portal_url and urlsplit(args.portal_url).scheme not in ("http", "https"):
+        raise UsageError(f"--portal-url must be an http(s) URL, got {args.portal_url!r}")
+    target = ExternalTarget(args.portal_cmd or "", args.portal_url or "", args.page, args.redirect_path,
+                            args.startup_timeout)
+    registry = Registry.default().with_redirect_uris(f"http://127.0.0.1{args.redirect_path}",
+                                                     f"http://localhost{args.redirect_path}")
+    if args.portal_url:
+        registry = registry.with_redirect_uris(args.portal_url.rstrip("/") + args.redirect_path)
+    with FakeServers(registry) as servers:
+        if args.portal_url:
+            # The user starts the portal: tell them the environment it needs, then wait for it.
+            env = portal_environment(stage_for(servers, options.modes[0], args.portal_url.rstrip("/"),
+                                               args.redirect_path).config, str(servers.ca.ca_file))
+            contract = {k: env[k] for k in ("AUTH_MODE", "AUTHORITY", "TENANT_ID", "CLIENT_ID", "CLIENT_SECRET",
+                                            "REDIRECT_URI", "BC_API_URL", "BC_SCOPE", "PORTAL_PORT",
+                                            "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")}
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            env_file = Path(args.out) / "portal.env"
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in contract.items()))
+            env_file.chmod(0o600)
+            print(f"Start the portal with the environment in {env_file} (AUTH_MODE per mode: "
+                  f"{', '.join(options.modes)}); waiting for {args.portal_url} …", file=sys.stderr, flush=True)
+            problem = wait_for_url(args.portal_url, args.startup_timeout)
+            if problem:
+                raise UsageError(problem)
+        skipped: dict[str, dict[str, str]] = {}
+        per_mode = {mode: run_mode(target, mode, options, key, default_progress, servers,
+                                   skipped.setdefault(mode, {})) for mode in options.modes}
+    return judge(target, per_mode, options, None, skipped)
 
 
 def _print_summary(results: dict, written: dict[str, Path]) -> None:
@@ -206,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", default="all", help="AzApp, AzUser, AzDelegate (comma-separated) or all (default)")
     run.add_argument("--portal-app", metavar="MODULE:ATTR",
                      help="a WSGI app (or a factory returning one) to run in-process; default: the reference portal")
+    run.add_argument("--portal-cmd", metavar="CMD",
+                     help="start this command per scenario (any language) with the environment contract, over HTTPS")
+    run.add_argument("--portal-url", metavar="URL",
+                     help="a portal you started yourself (the kit writes the environment it needs to DIR/portal.env)")
+    run.add_argument("--page", default="/", help="the portal page the user opens (default /)")
+    run.add_argument("--redirect-path", default="/auth/callback",
+                     help="path of the portal's RedirectURI (default /auth/callback)")
+    run.add_argument("--startup-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="how long a started portal may take to listen (default 30)")
     run.add_argument("--out", default="bc-conformance-results", metavar="DIR",
                      help="where to write results.json, junit.xml and the report (default: bc-conformance-results)")
     run.add_argument("--profile", choices=["quick", "full"], default="quick",

@@ -67,12 +67,12 @@ class UserDriver:
 
     def __init__(self, label: str, credentials: Credentials, portal_url: str, redirect_uri: str, authority_host: str,
                  trace: Trace, clock: Clock, secrets: Callable[[], Iterable[tuple[str, str]]], session: str,
-                 http: requests.Session | None = None, timeout: float = 10.0):
+                 http: requests.Session | None = None, timeout: float = 10.0, verify: bool | str = True):
         self.label, self.credentials, self.session_name = label, credentials, session
         self.portal_url, self.redirect_uri = portal_url.rstrip("/"), redirect_uri
         self.authority_host = authority_host
         self.trace, self.clock, self.secrets = trace, clock, secrets
-        self.browser = Browser(http, trace=trace, clock=clock, label=label, timeout=timeout)
+        self.browser = Browser(http, trace=trace, clock=clock, label=label, timeout=timeout, verify=verify)
         self.browser.on_response.append(self._scan)
         self.portal_host = urlsplit(self.portal_url).netloc
         self._leaks: list[str] = []

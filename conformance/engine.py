@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from unittest import mock
 
 import responses
 
-from conformance.clock import FakeClock
+from conformance.clock import Clock, FakeClock
 from conformance.driver import StateTamper, UserDriver, VisitResult
 from conformance.inprocess import mount
 from conformance.monitor import MonitorResult, monitor
@@ -21,6 +22,7 @@ from conformance.trace import Trace
 from conformance.user import Credentials
 from conformance.wsgi import PortalMount
 from fake_authority import BC_SCOPE, LOGIN_HOST, Authority, Registry
+from fake_authority.core import SESSION_COOKIE
 from fake_authority.jwt import SigningKey
 from fake_bc import BC_HOST, BusinessCentral
 from flows import MODES, Mode
@@ -40,34 +42,58 @@ class ScenarioResult:
     measured_from: int  # index into visits of the visit ``simulate`` shows
     config: PortalConfig
     error: str = ""
-    waited: float = 0.0  # seconds the scenario let pass (on the fake clock in-process)
+    waited: float = 0.0  # seconds the scenario let pass (fake clock in-process, real time outside)
     issued_values: set[str] = field(default_factory=set)  # raw tokens and codes: for redaction, never exported
+    wall_time: float = 0.0
+
+
+@dataclass
+class Stage:
+    """Where a scenario runs: the fakes, the clock and how the portal is reached."""
+
+    authority: Authority
+    bc: BusinessCentral
+    clock: Clock
+    config: PortalConfig
+    portal_url: str
+    authority_host: str  # host[:port] of the Authority's pages
+    verify: bool | str = True  # TLS trust for the browser (the run's CA file over loopback)
+    real_time: bool = False  # external portals: time is real, waits are real
+    page: str = "/"  # the portal page users open
 
 
 class ScenarioRun:
-    """What a scenario script can do: visits by named users, time travel, faults, Authority state."""
+    """What a scenario script can do: visits by named users, time passing, faults, Authority state."""
 
-    def __init__(self, mode: Mode, target: InProcessTarget, registry: Registry, key: SigningKey,
-                 request_timeout: float = 10.0):
-        self.mode, self.target = mode, target
-        self.clock = FakeClock()
-        self.trace = Trace()
-        self.authority = Authority(registry, self.clock, self.trace, key)
-        self.bc = BusinessCentral.for_authority(self.authority)
-        self.registry = registry
-        client = registry.default_client
-        self.config = PortalConfig(
-            auth_mode=mode.name, authority=f"{LOGIN_HOST}/{registry.tenant_id}", tenant_id=registry.tenant_id,
-            client_id=client.client_id, client_secret=client.secrets[0].value,
-            redirect_uri=f"{PORTAL_URL}{REDIRECT_PATH}",
-            bc_api_url=f"{BC_HOST}/v2.0/{registry.tenant_id}/Production/api/v2.0", bc_scope=BC_SCOPE,
-            portal_port=5000,
-        )
+    def __init__(self, mode: Mode, stage: Stage, request_timeout: float = 10.0):
+        self.mode, self.stage = mode, stage
+        self.clock: Clock = stage.clock
+        self.authority, self.bc = stage.authority, stage.bc
+        self.trace: Trace = stage.authority.trace
+        self.registry: Registry = stage.authority.registry
+        self.config = stage.config
         self.request_timeout = request_timeout
         self.users: dict[str, UserDriver] = {}
         self.visits: list[VisitResult] = []
         self.measured_from = 0
+        self.waited = 0.0
         self._sessions = 0
+
+    # ---- time: jumps on the fake clock in-process, real waits (only where a scenario needs them) outside
+    def pause(self, seconds: float) -> None:
+        """Time passes between two accesses (any amount that keeps tokens valid)."""
+        if not self.stage.real_time:
+            self.clock.advance(seconds)  # type: ignore[attr-defined]
+            self.waited += seconds
+
+    def let_tokens_expire(self) -> None:
+        """Wait until every token issued so far has expired."""
+        lifetime = self.authority.lifetime_for(self.registry.default_client) + 1
+        if self.stage.real_time:
+            time.sleep(lifetime)
+        else:
+            self.clock.advance(lifetime)  # type: ignore[attr-defined]
+        self.waited += lifetime
 
     # ---- the script's vocabulary
     def user(self, name: str) -> UserDriver:
@@ -78,9 +104,9 @@ class ScenarioRun:
             user = self.registry.user(account) or next(u for u in self.registry.users
                                                        if u.username.startswith(f"{account}@"))
             self.users[name] = UserDriver(
-                name, Credentials(user.username, user.password, user.otp), PORTAL_URL, self.config.redirect_uri,
-                LOGIN_HOST.split("//")[1], self.trace, self.clock, self._secrets, f"s{self._sessions}",
-                timeout=self.request_timeout)
+                name, Credentials(user.username, user.password, user.otp), self.stage.portal_url,
+                self.config.redirect_uri, self.stage.authority_host, self.trace, self.clock, self._secrets,
+                f"s{self._sessions}", timeout=self.request_timeout, verify=self.stage.verify)
         return self.users[name]
 
     def new_session(self, name: str) -> None:
@@ -89,11 +115,11 @@ class ScenarioRun:
         fresh = self.user(name)
         if old is not None:
             for cookie in old.browser.session.cookies:
-                if cookie.domain.endswith(LOGIN_HOST.split("//")[1]):
+                if cookie.name == SESSION_COOKIE:
                     fresh.browser.session.cookies.set_cookie(cookie)
 
     def visit(self, name: str, consent: bool = True, tamper: StateTamper | None = None) -> VisitResult:
-        result = self.user(name).visit("/", consent=consent, tamper=tamper)
+        result = self.user(name).visit(self.stage.page, consent=consent, tamper=tamper)
         self.visits.append(result)
         return result
 
@@ -111,7 +137,8 @@ class ScenarioRun:
     def sign_in_at_authority(self, name: str) -> None:
         """The user already has a sign-in session at the Authority (its cookie is in their browser)."""
         sid = self.authority.sign_in(self.account(name))
-        self.user(name).browser.session.cookies.set("ESTSAUTH", sid, domain=LOGIN_HOST.split("//")[1], path="/")
+        host = self.stage.authority_host.split(":")[0]
+        self.user(name).browser.session.cookies.set(SESSION_COOKIE, sid, domain=host, path="/")
 
     def grant_consent(self, name: str) -> None:
         self.authority.grant_consent(self.account(name), self.registry.default_client.client_id)
@@ -145,6 +172,18 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def in_process_stage(mode: Mode, registry: Registry, key: SigningKey) -> Stage:
+    clock = FakeClock()
+    authority = Authority(registry, clock, Trace(), key)
+    client = registry.default_client
+    config = PortalConfig(
+        auth_mode=mode.name, authority=f"{LOGIN_HOST}/{registry.tenant_id}", tenant_id=registry.tenant_id,
+        client_id=client.client_id, client_secret=client.secrets[0].value, redirect_uri=f"{PORTAL_URL}{REDIRECT_PATH}",
+        bc_api_url=f"{BC_HOST}/v2.0/{registry.tenant_id}/Production/api/v2.0", bc_scope=BC_SCOPE, portal_port=5000)
+    return Stage(authority, BusinessCentral.for_authority(authority), clock, config, PORTAL_URL,
+                 LOGIN_HOST.split("//")[1])
+
+
 @contextlib.contextmanager
 def live(target: InProcessTarget, mode_name: str, registry: Registry | None = None, key: SigningKey | None = None,
          request_timeout: float = 10.0) -> Iterator[tuple[ScenarioRun, str]]:
@@ -154,7 +193,7 @@ def live(target: InProcessTarget, mode_name: str, registry: Registry | None = No
     """
     mode = MODES[mode_name]
     registry = (registry or Registry.default()).with_redirect_uris(f"{PORTAL_URL}{REDIRECT_PATH}")
-    ctx = ScenarioRun(mode, target, registry, key or SigningKey(), request_timeout)
+    ctx = ScenarioRun(mode, in_process_stage(mode, registry, key or SigningKey()), request_timeout)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, \
             mock.patch("time.time", ctx.clock.now), environment(ctx.config.as_env()):
         mount(rsps, LOGIN_HOST, ctx.authority.handle, ctx.clock)
@@ -168,16 +207,20 @@ def live(target: InProcessTarget, mode_name: str, registry: Registry | None = No
         yield ctx, ""
 
 
+def play(ctx: ScenarioRun, scenario: Scenario, error: str = "") -> ScenarioResult:
+    """Run a scenario's script in a prepared stage, then judge the trace."""
+    if not error:
+        try:
+            scenario.script(ctx)
+        except Exception as err:
+            error = f"the scenario stopped: {type(err).__name__}: {err}"
+    result = monitor(ctx.mode.flow, ctx.mode, ctx.trace.events, ctx.visits)
+    return ScenarioResult(ctx.mode.name, scenario, Trace.of(ctx.trace.events), ctx.visits, result,
+                          ctx.measured_from, ctx.config, error, ctx.waited, set(ctx.authority.issued_values))
+
+
 def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, registry: Registry | None = None,
                  key: SigningKey | None = None, request_timeout: float = 10.0) -> ScenarioResult:
     """One scenario on a fresh portal and fresh fakes; never raises for what the portal does."""
     with live(target, mode_name, registry, key, request_timeout) as (ctx, error):
-        started = ctx.clock.now()
-        if not error:
-            try:
-                scenario.script(ctx)
-            except Exception as err:
-                error = f"the scenario stopped: {type(err).__name__}: {err}"
-    result = monitor(ctx.mode.flow, ctx.mode, ctx.trace.events, ctx.visits)
-    return ScenarioResult(mode_name, scenario, ctx.trace, ctx.visits, result, ctx.measured_from, ctx.config, error,
-                          ctx.clock.now() - started, set(ctx.authority.issued_values))
+        return play(ctx, scenario, error)

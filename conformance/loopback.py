@@ -44,8 +44,10 @@ def asgi_app(handler: Handler, scheme: str = "https") -> Callable[..., Any]:
             response = Response.json(500, {"error": "server_error"})
         if response.delay:
             await asyncio.sleep(response.delay)
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]})
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        if not any(k.lower() == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
 
     return app
@@ -67,8 +69,11 @@ class LoopbackServer:
 
     def start(self, timeout: float = 10.0) -> LoopbackServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio disables Nagle only on sockets whose proto is TCP, and accepted
+        # sockets inherit it; with proto 0 every response waited ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((self.host, self.port))
         except OSError as err:
@@ -77,8 +82,8 @@ class LoopbackServer:
         sock.listen(1024)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            asgi_app(self.handler, "https" if self.tls else "http"), log_level="warning", access_log=False,
-            lifespan="off", http="httptools", loop="asyncio", timeout_keep_alive=30,
+            asgi_app(self.handler, "https" if self.tls else "http"), log_level="critical", access_log=False,
+            lifespan="off", http="httptools", loop="asyncio", timeout_keep_alive=30, timeout_graceful_shutdown=1,
             ssl_certfile=str(self.tls.cert_file) if self.tls else None,
             ssl_keyfile=str(self.tls.key_file) if self.tls else None,
         )

@@ -78,7 +78,7 @@ def _mode_results(app: str, mode: str) -> dict[str, Any]:
 
     target = InProcessTarget.load(app)
     options = RunOptions(modes=(mode,))
-    results = judge(target.name, {mode: run_mode(target, mode, options, SigningKey())}, options)
+    results = judge(target, {mode: run_mode(target, mode, options, SigningKey())}, options)
     return {c["id"]: c for c in results["checks"]}
 
 

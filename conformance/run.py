@@ -18,13 +18,16 @@ from xml.etree import ElementTree as ET
 from conformance.checks import CHECKS, OUTCOMES, evaluate
 from conformance.engine import ScenarioResult, run_scenario
 from conformance.explore import BUDGETS, Exploration, explore
+from conformance.external import ExternalTarget, run_external_scenario
 from conformance.redact import redact_text
 from conformance.scenarios import SCENARIOS
+from conformance.servers import FakeServers
 from conformance.targets import InProcessTarget
 from fake_authority.jwt import SigningKey
 from flows import DOCUMENT, DOCUMENT_URL, FLOWS, MODES
 
 Progress = Callable[[str], None]
+Target = InProcessTarget | ExternalTarget
 
 
 @dataclass
@@ -43,22 +46,31 @@ def kit_version() -> str:
         return "0+unknown"
 
 
-def run_mode(target: InProcessTarget, mode: str, options: RunOptions, key: SigningKey,
-             progress: Progress | None = None) -> dict[str, ScenarioResult]:
+def run_mode(target: Target, mode: str, options: RunOptions, key: SigningKey, progress: Progress | None = None,
+             servers: FakeServers | None = None, skipped: dict[str, str] | None = None) -> dict[str, ScenarioResult]:
+    """Every scenario of the mode's flow, each on a fresh portal; ``skipped`` collects what could not run."""
     flow = MODES[mode].flow
     results: dict[str, ScenarioResult] = {}
     for name, scenario in SCENARIOS[flow.key].items():
         if options.scenarios and name not in options.scenarios:
             continue
+        if isinstance(target, ExternalTarget) and target.url and scenario.fresh_portal:
+            if skipped is not None:
+                skipped[name] = "needs a fresh portal, and a portal given by --portal-url is not restarted"
+            continue
         if progress:
             progress(f"{mode} > {flow.cli_name} > {name}")
-        results[name] = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
+        if isinstance(target, ExternalTarget):
+            assert servers is not None
+            results[name] = run_external_scenario(servers, target, mode, scenario, options.request_timeout)
+        else:
+            results[name] = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
     return results
 
 
-def _replay(mode: str, scenarios: Iterable[str], target: str) -> str:
+def _replay(mode: str, scenarios: Iterable[str], target: Target) -> str:
     names = ",".join(scenarios)
-    portal = "" if target == "reference portal" else f" --portal-app {target}"
+    portal = f" {target.cli_args}" if target.cli_args else ""
     return f"bc-conformance run --mode {mode}{portal}" + (f" --scenario {names}" if names else "")
 
 
@@ -70,7 +82,7 @@ def explore_modes(target: InProcessTarget, options: RunOptions, key: SigningKey,
         if progress:
             progress(f"{mode} > exploring interleavings ({BUDGETS['full']} examples, seed {options.seed})")
         replay = f"bc-conformance run --profile full --mode {mode} --seed {options.seed}" + (
-            f" --portal-app {target.spec}" if target.name != "reference portal" else "")
+            f" {target.cli_args}" if target.cli_args else "")
         out[mode] = explore(target, mode, BUDGETS["full"], options.seed, key, replay)
     return out
 
@@ -93,8 +105,9 @@ def _exploration_check(mode: str, found: Exploration) -> dict[str, Any]:
     }
 
 
-def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], options: RunOptions,
-          explorations: dict[str, Exploration] | None = None) -> dict[str, Any]:
+def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], options: RunOptions,
+          explorations: dict[str, Exploration] | None = None,
+          skipped: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """Evaluate every check and build the results document (contract in the README)."""
     checks: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
@@ -112,7 +125,7 @@ def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], opti
                 "steps": list(check.steps[flow.key]), "level": check.level, "outcome": verdict.outcome,
                 "message": redact_text(verdict.message, secrets), "expected": redact_text(verdict.expected, secrets),
                 "received": redact_text(verdict.received, secrets), "refs": list(check.refs), "scenarios": used,
-                "evidence": verdict.evidence, "replay": _replay(mode, used, target_name),
+                "evidence": verdict.evidence, "replay": _replay(mode, used, target),
             })
         if explorations and mode in explorations:
             checks.append(_exploration_check(mode, explorations[mode]))
@@ -126,13 +139,17 @@ def judge(target_name: str, per_mode: dict[str, dict[str, ScenarioResult]], opti
                           "text": step.text, "outcome": outcome, "checks": [c["id"] for c in citing]})
         for name, sr in results.items():
             scenarios.append(_scenario_doc(mode, name, sr, secrets))
+        for name, reason in (skipped or {}).get(mode, {}).items():
+            scenarios.append({"mode": mode, "flow": flow.key, "name": name, "outcome": "not_exercised",
+                              "description": SCENARIOS[flow.key][name].description, "error": reason, "visits": [],
+                              "violations": [], "waited": 0.0, "trace": []})
     summary = Counter(c["outcome"] for c in checks)
     by_level: dict[str, dict[str, int]] = {}
     for c in checks:
         by_level.setdefault(c["level"], dict.fromkeys(OUTCOMES, 0))[c["outcome"]] += 1
     failed_must = any(c["outcome"] == "failed" and c["level"] == "MUST" for c in checks)
     return {
-        "target": target_name,
+        "target": target.name,
         "kit_version": kit_version(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "modes": list(per_mode),
@@ -190,7 +207,8 @@ def _scenario_doc(mode: str, name: str, sr: ScenarioResult, secrets: list[str]) 
                    for v, vs in zip(sr.visits, sr.monitor.visits, strict=False)],
         "violations": [{"step": v.step, "into": v.into, "seq": v.seq, "kind": v.kind,
                         "message": clean(v.message)} for v in sr.monitor.violations],
-        "waited": sr.waited,
+        "waited": round(sr.waited, 3),
+        "wall_time": round(sr.wall_time, 3),
         "error": clean(sr.error),
         "trace": trace,
     }

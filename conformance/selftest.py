@@ -35,7 +35,7 @@ def _results(spec: str, modes: tuple[str, ...], profile: str, key: SigningKey,
     options = RunOptions(modes=modes, profile=profile)
     per_mode = {m: run_mode(target, m, options, key, progress) for m in modes}
     explorations = explore_modes(target, options, key, progress) if profile == "full" else None
-    return judge(target.name, per_mode, options, explorations)
+    return judge(target, per_mode, options, explorations)
 
 
 def selftest(profile: str = "quick", progress: Progress | None = None) -> dict[str, Any]:

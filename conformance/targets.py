@@ -73,3 +73,8 @@ class InProcessTarget:
     @property
     def name(self) -> str:
         return "reference portal" if self.spec == REFERENCE else self.spec
+
+    @property
+    def cli_args(self) -> str:
+        """How ``bc-conformance run`` names this target again (for replay commands)."""
+        return "" if self.spec == REFERENCE else f"--portal-app {self.spec}"

@@ -48,6 +48,13 @@ class Trace:
             self._events.append(event)
         return event
 
+    @classmethod
+    def of(cls, events: list[TraceEvent]) -> Trace:
+        """A trace holding a copy of these events (a scenario's slice of a shared trace)."""
+        trace = cls()
+        trace._events = list(events)
+        return trace
+
     def clear(self) -> None:
         with self._lock:
             self._events.clear()

@@ -25,7 +25,7 @@ from flows import MODES, current_step, machine_for
 from portals.config import PortalConfig
 from portals.sessions import ServerSessionInterface
 
-EXPIRY_MARGIN = 60  # seconds: a token with less life left is treated as expired (clock skew)
+EXPIRY_MARGIN = 60  # seconds (at most 10% of the token's life): less left counts as expired (clock skew)
 HTTP_TIMEOUT = 10
 
 
@@ -67,7 +67,11 @@ class Portal:
             session["token"] = token
 
     def token_is_valid(self, token: dict[str, Any] | None) -> bool:
-        return bool(token) and token["expires_at"] - self.now() > EXPIRY_MARGIN  # type: ignore[index]
+        if not token:
+            return False
+        # Renew a little before expiry (clock skew), but never treat a just-issued short-lived token as expired.
+        margin = min(EXPIRY_MARGIN, token.get("lifetime", 3600) / 10)
+        return token["expires_at"] - self.now() > margin
 
     @property
     def token_endpoint(self) -> str:
@@ -105,7 +109,7 @@ class Portal:
             lifetime = int(body.get("expires_in", 3600))
         except (TypeError, ValueError):
             lifetime = 3600
-        return {"access_token": body["access_token"], "expires_at": self.now() + lifetime}
+        return {"access_token": body["access_token"], "expires_at": self.now() + lifetime, "lifetime": lifetime}
 
     def page(self, data: dict[str, Any]) -> str:
         return _page(self, data)

@@ -20,7 +20,7 @@ def _run(spec: str, modes=tuple(MODES), scenarios=()) -> dict:
     target = InProcessTarget.load(spec)
     options = RunOptions(modes=modes, scenarios=scenarios)
     key = SigningKey()
-    return judge(target.name, {m: run_mode(target, m, options, key) for m in modes}, options)
+    return judge(target, {m: run_mode(target, m, options, key) for m in modes}, options)
 
 
 def _outcomes(results: dict, mode: str) -> dict[str, str]:
@@ -147,7 +147,7 @@ def test_a_misbehaving_portal_fails_its_checks_and_never_crashes_the_kit(app, re
     target = InProcessTarget.load(f"bad_portals:{app}")
     options = RunOptions(modes=("AzApp",), scenarios=("missing-token",), request_timeout=0.2)
     try:
-        results = judge(target.name, {"AzApp": run_mode(target, "AzApp", options, SigningKey())}, options)
+        results = judge(target, {"AzApp": run_mode(target, "AzApp", options, SigningKey())}, options)
     finally:
         bad_portals.HANG.set()
         bad_portals.HANG.clear()

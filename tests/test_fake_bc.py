@@ -15,8 +15,6 @@ from conformance.wire import Request
 from fake_bc import DEMO_COMPANY, BusinessCentral
 from fake_bc.pytest_fixtures import BcFakes, open_bc_fakes
 
-pytest_plugins = ["fake_bc.pytest_fixtures"]
-
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
 

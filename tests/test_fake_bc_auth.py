@@ -14,8 +14,6 @@ from conformance.wire import Request
 from fake_authority.jwt import SigningKey
 from fake_bc.pytest_fixtures import BcFakes
 
-pytest_plugins = ["fake_bc.pytest_fixtures"]
-
 INCORRECT = "The credentials provided are incorrect"
 REJECTED = "The server has rejected the client credentials."
 NOT_AUTHORIZED = "Web service call failed because user could not be authenticated or authorized."

@@ -1,0 +1,185 @@
+"""Portals in any language, verified over HTTPS: the fakes serve on loopback with a CA generated for the run,
+and the portal is a process the kit starts per scenario (``--portal-cmd``) or one the user started
+(``--portal-url``). A portal that crashes, never listens, hangs or loops fails its checks; the run goes on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from conformance.engine import ScenarioResult, ScenarioRun, Stage, play
+from conformance.scenarios import Scenario
+from conformance.servers import FakeServers
+from flows import MODES
+from portals.config import PortalConfig
+
+SHORT_LIFETIME = 3  # seconds: tokens of expiry scenarios (MSAL renews anything under 300 s anyway)
+GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+
+_LIVE: set[PortalProcess] = set()
+_LOCK = threading.Lock()
+
+
+def _stop_all() -> None:
+    with _LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        proc.stop()
+
+
+atexit.register(_stop_all)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class PortalProcess:
+    """``sh -c CMD`` in its own process group; stopped with SIGTERM, then SIGKILL after a grace period."""
+
+    def __init__(self, cmd: str, env: dict[str, str], port: int, cwd: str | None = None):
+        self.cmd, self.env, self.port, self.cwd = cmd, env, port, cwd
+        self.log = tempfile.NamedTemporaryFile(prefix="bc-conformance-portal-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float) -> str:
+        """Start and wait for the port; returns "" when listening, else what went wrong."""
+        self.proc = subprocess.Popen(["/bin/sh", "-c", self.cmd], env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        with _LOCK:
+            _LIVE.add(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                return f"the portal command exited with code {code} before listening: {self.output_tail()}"
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return ""
+            time.sleep(0.05)
+        return f"the portal never opened port {self.port} within {timeout:g} s: {self.output_tail()}"
+
+    def output_tail(self, limit: int = 400) -> str:
+        try:
+            text = Path(self.log.name).read_bytes()[-limit:].decode("utf-8", "replace").strip()
+        except OSError:
+            return "(no output)"
+        return " ".join(text.split()) or "(no output)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(GRACE)
+        with _LOCK:
+            _LIVE.discard(self)
+        with contextlib.suppress(OSError):
+            self.log.close()
+            os.unlink(self.log.name)
+
+
+@dataclass
+class ExternalTarget:
+    """A portal started per scenario (``cmd``) or already running (``url``)."""
+
+    cmd: str = ""
+    url: str = ""
+    page: str = "/"
+    redirect_path: str = "/auth/callback"
+    startup_timeout: float = 30.0
+    cwd: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"portal command: {self.cmd}" if self.cmd else f"portal at {self.url}"
+
+    @property
+    def cli_args(self) -> str:
+        return f"--portal-cmd {shlex.quote(self.cmd)}" if self.cmd else f"--portal-url {self.url}"
+
+
+def portal_environment(config: PortalConfig, ca_file: str) -> dict[str, str]:
+    """The environment contract, plus the run's CA for every common TLS stack."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")}
+    env.update(config.as_env())
+    env.update(SSL_CERT_FILE=ca_file, REQUESTS_CA_BUNDLE=ca_file, NODE_EXTRA_CA_CERTS=ca_file, CURL_CA_BUNDLE=ca_file,
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def stage_for(servers: FakeServers, mode: str, portal_url: str, redirect_path: str, page: str = "/") -> Stage:
+    client = servers.registry.default_client
+    port = urlsplit(portal_url).port or 80
+    config = PortalConfig(
+        auth_mode=mode, authority=servers.authority_url, tenant_id=servers.registry.tenant_id,
+        client_id=client.client_id, client_secret=client.secrets[0].value, redirect_uri=f"{portal_url}{redirect_path}",
+        bc_api_url=servers.bc_api_url or "", bc_scope="https://api.businesscentral.dynamics.com/.default",
+        portal_port=port)
+    return Stage(servers.authority, servers.bc, servers.clock, config, portal_url,
+                 urlsplit(servers.authority_url).netloc, verify=str(servers.ca.ca_file), real_time=True, page=page)
+
+
+def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: str, scenario: Scenario,
+                          request_timeout: float = 10.0) -> ScenarioResult:
+    """Reset the fakes, start the portal (if a command), play the scenario, stop the portal."""
+    servers.authority.reset()
+    servers.bc.reset()
+    servers.trace.clear()
+    if scenario.short_tokens:
+        servers.authority.token_lifetime = SHORT_LIFETIME
+    port = free_port() if target.cmd else (urlsplit(target.url).port or 80)
+    portal_url = f"http://127.0.0.1:{port}" if target.cmd else target.url.rstrip("/")
+    ctx = ScenarioRun(MODES[mode], stage_for(servers, mode, portal_url, target.redirect_path, target.page),
+                      request_timeout)
+    process: PortalProcess | None = None
+    error = ""
+    started = time.monotonic()
+    try:
+        if target.cmd:
+            process = PortalProcess(target.cmd, portal_environment(ctx.config, str(servers.ca.ca_file)), port,
+                                    target.cwd)
+            error = process.start(target.startup_timeout)
+        result = play(ctx, scenario, error)
+    finally:
+        if process is not None:
+            process.stop()
+    result.waited = ctx.waited
+    result.wall_time = time.monotonic() - started
+    return result
+
+
+def wait_for_url(url: str, timeout: float, verify: bool | str = True) -> str:
+    """For ``--portal-url``: wait until the portal answers anything; returns "" or the problem."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2, allow_redirects=False, verify=verify)
+            return ""
+        except requests.RequestException as err:
+            last = type(err).__name__
+        time.sleep(0.2)
+    return f"the portal at {url} did not answer within {timeout:g} s ({last})"
+
