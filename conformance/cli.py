@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,6 +127,8 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
         raise UsageError(f"--portal-url must be an http(s) URL, got {args.portal_url!r}")
     target = ExternalTarget(args.portal_cmd or "", args.portal_url or "", args.page, args.redirect_path,
                             args.startup_timeout)
+    # SIGTERM ends the run like Ctrl-C: cleanup (and the portal processes' SIGTERM/SIGKILL) still happens.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     registry = Registry.default().with_redirect_uris(f"http://127.0.0.1{args.redirect_path}",
                                                      f"http://localhost{args.redirect_path}")
     if args.portal_url:
@@ -198,7 +201,6 @@ def _diagram(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import signal
     import threading
     from dataclasses import replace
 

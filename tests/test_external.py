@@ -1,0 +1,120 @@
+"""External portals over real HTTPS: started per scenario, stopped cleanly, failures reported — never a crash."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.cli import main
+from conformance.external import ExternalTarget, PortalProcess, free_port, portal_environment, stage_for
+from conformance.run import RunOptions, judge, run_mode
+from conformance.servers import FakeServers
+from fake_authority import Registry
+from fake_authority.jwt import SigningKey
+
+PY = sys.executable
+ANSWERS_500 = (f"{PY} -c \"import os, http.server as h\n"
+               "class H(h.BaseHTTPRequestHandler):\n"
+               "    def do_GET(self):\n"
+               "        self.send_response(500); self.end_headers(); self.wfile.write(b'boom')\n"
+               "h.HTTPServer(('127.0.0.1', int(os.environ['PORTAL_PORT'])), H).serve_forever()\"")
+
+
+@pytest.fixture(scope="module")
+def servers():
+    registry = Registry.default().with_redirect_uris("http://127.0.0.1/auth/callback")
+    with FakeServers(registry) as running:
+        yield running
+
+
+def _run(servers, cmd: str, mode: str = "AzApp", scenarios=("missing-token",), timeout: float = 20.0) -> dict:
+    target = ExternalTarget(cmd=cmd, startup_timeout=timeout)
+    options = RunOptions(modes=(mode,), scenarios=scenarios)
+    return judge(target, {mode: run_mode(target, mode, options, SigningKey(), servers=servers)}, options)
+
+
+def _check(results: dict, check_id: str) -> dict:
+    return next(c for c in results["checks"] if c["id"] == check_id)
+
+
+def test_the_reference_portal_as_a_process_passes(servers):
+    results = _run(servers, f"{PY} -m portals.serve", scenarios=("missing-token", "valid-token", "expired-token"))
+    assert [c for c in results["checks"] if c["outcome"] == "failed"] == []
+    expired = next(s for s in results["scenarios"] if s["name"] == "expired-token")
+    assert expired["waited"] >= 3  # real time: the short-lived tokens had to expire
+    assert _check(results, "expired-token-replaced")["outcome"] == "passed"
+
+
+@pytest.mark.parametrize(("cmd", "reason"), [
+    ("exit 3", "exited with code 3 before listening"),
+    ("sleep 60", "never opened port"),
+    (ANSWERS_500, "page status 500"),
+])
+def test_a_broken_portal_command_gets_failed_checks_with_the_reason(servers, cmd, reason):
+    started = time.monotonic()
+    results = _run(servers, cmd, timeout=2.0)
+    assert time.monotonic() - started < 2.0 + 10  # bounded by the startup timeout (plus the stop grace)
+    working = _check(results, "working-portal")
+    assert working["outcome"] == "failed"
+    assert reason in working["received"] + working["message"], working
+    assert results["exit_code"] == 1
+
+
+def test_no_orphaned_process_is_left(servers, tmp_path):
+    pidfile = tmp_path / "pid"
+    # The shell starts a child that would outlive a plain kill of the shell; the process group must go.
+    process = PortalProcess(f"sleep 60 & echo $! > {pidfile}; wait", dict(os.environ), free_port())
+    assert "never opened port" in process.start(0.5)
+    child = int(pidfile.read_text())
+    assert _alive(child)
+    process.stop()
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for its reparented parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_a_portal_given_by_url_runs_only_the_scenarios_that_need_no_fresh_portal(servers):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = stage_for(servers, "AzApp", url, "/auth/callback").config
+    process = PortalProcess(f"{PY} -m portals.serve", portal_environment(config, str(servers.ca.ca_file)), port)
+    try:
+        assert process.start(20) == ""
+        skipped: dict[str, str] = {}
+        target = ExternalTarget(url=url)
+        options = RunOptions(modes=("AzApp",))
+        per_mode = {"AzApp": run_mode(target, "AzApp", options, SigningKey(), servers=servers, skipped=skipped)}
+    finally:
+        process.stop()
+    assert set(per_mode["AzApp"]) == {"valid-token", "two-users"}
+    assert "missing-token" in skipped and "fresh portal" in skipped["missing-token"]
+    results = judge(target, per_mode, options, None, {"AzApp": skipped})
+    assert _check(results, "valid-token-reused")["outcome"] == "passed"
+    assert _check(results, "missing-token-fetched")["outcome"] == "not_exercised"
+
+
+def test_portal_url_that_never_answers_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--mode", "AzApp", "--portal-url", f"http://127.0.0.1:{free_port()}", "--startup-timeout", "0.5",
+              "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "did not answer within 0.5 s" in err
+    assert Path(tmp_path / "out" / "portal.env").exists()  # what the user needed to start their portal
+
+
+def test_conflicting_targets_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--portal-cmd", "true", "--portal-app", "x:y", "--out", str(tmp_path)])
+    assert exited.value.code == 2 and "at most one of" in capsys.readouterr().err
