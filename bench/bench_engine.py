@@ -3,11 +3,12 @@ per second in-process for the valid-token and missing-token paths, beside the RS
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
-from bench.harness import Figure, rate, seconds
+from bench.harness import Figure, rate
 from conformance.engine import run_scenario
 from conformance.scenarios import Scenario
 from conformance.targets import REFERENCE, InProcessTarget
@@ -48,6 +49,15 @@ def _transport_floor() -> list[float]:
     return out
 
 
+def _command(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB) of one ``bc-conformance`` command in its own process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "conformance", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
 def run() -> list[Figure]:
     key = SigningKey()
     target = InProcessTarget.load(REFERENCE)
@@ -58,9 +68,10 @@ def run() -> list[Figure]:
     both = [1 / (1 / s + 1 / v) for s, v in zip(sign, verify, strict=True)]
     valid = [_flows_per_second("valid-token", key, target) for _ in range(3)]
     missing = [_flows_per_second("missing-token", key, target) for _ in range(3)]
-    wall = seconds(lambda: subprocess.run(
-        [sys.executable, "-m", "conformance", "run", "--mode", "all", "--profile", "quick", "--out",
-         "/tmp/bc-conformance-bench-run"], check=False, capture_output=True), repeats=3)
+    out = ["--out", "/tmp/bc-conformance-bench-run"]
+    wall = [_command(["run", "--mode", "all", "--profile", "quick", *out])[0] for _ in range(3)]
+    full = [_command(["run", "--mode", "all", "--profile", "full", *out]) for _ in range(2)]
+    selftest = [_command(["selftest"])[0]]
     floor = _transport_floor()
     return [
         Figure("engine: RS256 sign + verify (crypto limit of a missing-token flow)", "flows/s", both),
@@ -72,4 +83,7 @@ def run() -> list[Figure]:
         Figure("engine: valid-token flows in-process (AzApp)", "flows/s", valid,
                baseline="engine: RS256 verify (crypto of a valid-token flow, uncached)"),
         Figure("engine: run --profile quick --mode all (reference)", "s", wall, target="< 10 s"),
+        Figure("engine: run --profile full --mode all (reference)", "s", [w for w, _ in full], target="< 60 s"),
+        Figure("engine: run --profile full --mode all, peak memory", "MB", [m for _, m in full], target="< 300 MB"),
+        Figure("engine: selftest (reference + every mutant, quick)", "s", selftest),
     ]

@@ -1,0 +1,95 @@
+"""The two third-party example portals, started as processes over real HTTPS, pass every MUST check; a planted
+fault in a copy of one is caught at the documented step."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance.external import ExternalTarget
+from conformance.run import RunOptions, judge, run_mode
+from conformance.servers import FakeServers
+from fake_authority import Registry
+from fake_authority.jwt import SigningKey
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASK_APP = ROOT / "examples" / "flask-msal" / "app.py"
+EXPRESS_DIR = ROOT / "examples" / "express-msal-node"
+EXAMPLES = {
+    "flask-msal": f"{sys.executable} {FLASK_APP}",
+    "express-msal-node": f"node {EXPRESS_DIR / 'server.js'}",
+}
+MODES = ("AzApp", "AzUser")
+
+
+@pytest.fixture(scope="module")
+def servers():
+    registry = Registry.default().with_redirect_uris("http://127.0.0.1/auth/callback")
+    with FakeServers(registry) as running:
+        yield running
+
+
+def _run(servers, cmd: str, mode: str, scenarios: tuple[str, ...] = ()) -> dict:
+    target = ExternalTarget(cmd=cmd, startup_timeout=30)
+    options = RunOptions(modes=(mode,), scenarios=scenarios)
+    return judge(target, {mode: run_mode(target, mode, options, SigningKey(), servers=servers)}, options)
+
+
+def _failed_musts(results: dict) -> list[str]:
+    return [f"{c['id']}: {c['message']} (received: {c['received']})"
+            for c in results["checks"] if c["level"] == "MUST" and c["outcome"] == "failed"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_example_portal_passes_every_must_check(servers, example, mode):
+    if example == "express-msal-node" and not (EXPRESS_DIR / "node_modules" / "@azure" / "msal-node").is_dir():
+        pytest.fail(f"run `npm ci --prefix {EXPRESS_DIR.relative_to(ROOT)}` first (the README's test command does)")
+    results = _run(servers, EXAMPLES[example], mode)
+    assert _failed_musts(results) == []
+    assert results["exit_code"] == 0
+    exercised = {c["id"] for c in results["checks"] if c["level"] == "MUST" and c["outcome"] == "passed"}
+    # The judged MUST checks were exercised, not skipped: the documented flow ran end to end.
+    assert {"missing-token-fetched", "valid-token-reused", "expired-token-replaced", "bearer-token-used",
+            "working-portal"} <= exercised
+
+
+KEEP_FOREVER = '''
+
+class KeepForever(msal.SerializableTokenCache):
+    """PLANTED FAULT: every token is stored as if it lived ten years, so it is used past its expiry."""
+
+    def add(self, event, **kwargs):
+        response = dict(event.get("response") or {}, expires_in=10 * 365 * 24 * 3600)
+        return super().add(dict(event, response=response), **kwargs)
+
+'''
+
+
+def _plant(source: str, old: str, new: str) -> str:
+    assert source.count(old) == 1, f"the example changed: {old!r} is no longer there exactly once"
+    return source.replace(old, new)
+
+
+@pytest.mark.parametrize(("mode", "step"), [("AzApp", "CC-2"), ("AzUser", "AC-2")])
+def test_a_token_cache_that_keeps_tokens_past_expiry_fails_the_expired_token_check(servers, tmp_path, mode, step):
+    source = FLASK_APP.read_text(encoding="utf-8")
+    source = _plant(source, "\nMODES = ", KEEP_FOREVER + "\nMODES = ")
+    source = _plant(source, "token_cache=cache,", "token_cache=cache if cache is not None else KeepForever(),")
+    source = _plant(source, "g.token_cache = msal.SerializableTokenCache()", "g.token_cache = KeepForever()")
+    faulty = tmp_path / "app.py"
+    faulty.write_text(source, encoding="utf-8")
+    shutil.copy(FLASK_APP.with_name("requirements.txt"), tmp_path)
+
+    results = _run(servers, f"{sys.executable} {faulty}", mode, ("missing-token", "valid-token", "expired-token"))
+
+    check = next(c for c in results["checks"] if c["id"] == "expired-token-replaced")
+    assert check["outcome"] == "failed", check
+    assert check["message"].startswith(f"{step}:"), check["message"]
+    assert "expired" in check["received"]
+    assert results["exit_code"] == 1
+    # Only the planted fault: the fresh-token steps still conform.
+    assert {c["id"] for c in results["checks"] if c["outcome"] == "failed"} == {"expired-token-replaced"}
