@@ -54,6 +54,7 @@ class FakeServers:
         self.authority_server.stop()
         if self.bc_server is not None:
             self.bc_server.stop()
+        self.ca.close()
 
     def __enter__(self) -> FakeServers:
         return self.start()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,8 @@ class RunCA:
     def __init__(self, directory: Path | None = None):
         self.directory = Path(directory or tempfile.mkdtemp(prefix="bc-conformance-tls-"))
         self.directory.mkdir(parents=True, exist_ok=True)
+        # A directory the CA made itself (it holds private keys) goes with it: on close(), else at exit.
+        self._remove = weakref.finalize(self, shutil.rmtree, self.directory, True) if directory is None else None
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         subject = _name("bc-oauth-conformance run CA")
@@ -54,6 +58,11 @@ class RunCA:
         )
         self.ca_file = self.directory / "ca.pem"
         self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def close(self) -> None:
+        """Delete the certificate files if this CA created their directory (clients must be done with them)."""
+        if self._remove is not None:
+            self._remove()
 
     def issue(self, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), name: str = "server") -> TlsFiles:
         key = ec.generate_private_key(ec.SECP256R1())

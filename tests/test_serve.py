@@ -67,11 +67,13 @@ def test_msal_node_against_serve(served):
     assert result["tokenType"] == "Bearer" and result["sameToken"] and result["fromCache"]
 
 
-def test_sigterm_exits_zero():
+def test_sigterm_exits_zero_and_removes_the_run_ca():
     proc = subprocess.Popen([sys.executable, "-m", "conformance", "serve"], stdout=subprocess.PIPE, text=True)
-    assert json.loads(proc.stdout.readline())["authority"]
+    ca_dir = Path(json.loads(proc.stdout.readline())["ca_file"]).parent
+    assert (ca_dir / "server-key.pem").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
+    assert not ca_dir.exists()  # the run's certificates and private keys do not outlive it
 
 
 def test_serve_with_a_bad_config_exits_2(tmp_path):
