@@ -2,11 +2,10 @@
 
 - in-process: ``requests`` → ``responses`` → ``BusinessCentral.handle``, against a bare ``responses`` callback that
   returns the same body (target ≥ 0.8× the bare callback), in short interleaved samples;
-- loopback HTTPS at concurrency 8: the server (uvicorn: one event-loop thread of this process, so one core) is
+- loopback HTTPS at concurrency 8: the server (conformance.loopback: one event-loop thread of this process, one core) is
   driven by a load generator in a *separate* process (8 keep-alive TLS connections on asyncio, raw HTTP/1.1), so the
   client does not compete with the server for this process's GIL; compared with the same server answering with
-  a bare handler (target ≥ 2,500 requests/s). Measured with TCP_NODELAY on the server's sockets (see
-  ``_TcpSocketModule``), and once, briefly, with the adapter as it is.
+  a bare handler (target ≥ 2,500 requests/s).
 
 Each figure comes in wall-clock requests/s and in requests per CPU-second of the serving process: on a shared,
 busy machine the second is the stable one (it is what one core of the server achieves undisturbed).
@@ -18,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,7 +28,6 @@ import requests
 import responses
 
 from bench.harness import Figure, rate
-from conformance import loopback
 from conformance.clock import FakeClock
 from conformance.inprocess import mount
 from conformance.loopback import LoopbackServer
@@ -145,34 +142,7 @@ def _load(host: str, port: int, target: str, token: str, ca_file: str, per_conne
     return samples, failures
 
 
-class _TcpSocketModule:
-    """``socket`` as ``conformance.loopback`` sees it, except that stream sockets are created with
-    ``IPPROTO_TCP``: asyncio disables Nagle only on sockets whose ``proto`` says TCP, and a listening socket made
-    with proto 0 hands that 0 to every accepted socket, so each response (headers and body written apart, as TLS
-    records) waits ~40 ms for the client's delayed ACK. The proposed fix in conformance/loopback.py is the
-    same one argument."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(socket, name)
-
-    @staticmethod
-    def socket(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
-        return socket.socket(family, type, proto or (socket.IPPROTO_TCP if type == socket.SOCK_STREAM else 0))
-
-
-def _start(handler: Any, tls: Any, nodelay: bool) -> LoopbackServer:
-    server = LoopbackServer(handler, tls)
-    if not nodelay:
-        return server.start()
-    original = loopback.socket
-    loopback.socket = _TcpSocketModule()  # type: ignore[assignment]
-    try:
-        return server.start()
-    finally:
-        loopback.socket = original
-
-
-def _loopback(handler: Any, target: str, token: str, nodelay: bool = True, per_connection: int = PER_CONNECTION,
+def _loopback(handler: Any, target: str, token: str, per_connection: int = PER_CONNECTION,
               rounds: int = ROUNDS) -> tuple[list[float], float]:
     """Requests/s of ``handler`` served by the loopback adapter, loaded from a child process; and requests per CPU
     second of this process (which, while the child loads it, does nothing but serve: one event-loop thread)."""
@@ -183,7 +153,7 @@ def _loopback(handler: Any, target: str, token: str, nodelay: bool = True, per_c
         served[0] += 1
         return handler(request)
 
-    server = _start(counting, ca.issue(), nodelay)
+    server = LoopbackServer(counting, ca.issue()).start()
     try:
         args = [server.host, str(server.port), target, token, str(ca.ca_file), str(per_connection), str(rounds)]
         cpu = time.process_time()
@@ -192,6 +162,7 @@ def _loopback(handler: Any, target: str, token: str, nodelay: bool = True, per_c
         cpu = time.process_time() - cpu
     finally:
         server.stop()
+        ca.close()
     if proc.returncode != 0:
         raise RuntimeError(f"the loopback load generator failed:\n{proc.stderr[-2000:]}")
     samples, failures = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -216,7 +187,6 @@ def run() -> list[Figure]:
             wall, cpu = _loopback(handler, target, token, rounds=1)
             loop[name] += wall
             loop[f"{name}_cpu"].append(cpu)
-    as_is, _ = _loopback(bc.handle, target, token, nodelay=False, per_connection=10, rounds=1)
     notes: dict[str, float | str] = {"rsa_verifications": bc.verifier.verifications,
                                      "body_bytes": len(reference.body)}
     bare_in, bare_cpu_in = "fake_bc: in-process, bare responses callback", "fake_bc: in-process CPU, bare callback"
@@ -235,8 +205,6 @@ def run() -> list[Figure]:
         Figure(bare_cpu_loop, "requests/CPU-s", loop["bare_cpu"]),
         Figure("fake_bc: loopback CPU, BusinessCentral (server core)", "requests/CPU-s", loop["fake_cpu"],
                baseline=bare_cpu_loop, target="≥ 2,500 per core-second"),
-        Figure("fake_bc: loopback HTTPS c=8, adapter as is (Nagle on)", "requests/s", as_is,
-               baseline="fake_bc: loopback HTTPS c=8, BusinessCentral", target="see TCP_NODELAY note"),
     ]
 
 

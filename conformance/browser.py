@@ -3,6 +3,7 @@ read and submitted by field name. The User actor of the step tables is built on 
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -87,6 +88,21 @@ class TooManyRedirects(Exception):
     pass
 
 
+def _stale_connection(err: BaseException) -> bool:
+    """The peer closed the connection before answering (not: refused, timed out, TLS failure)."""
+    todo, seen = [err], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+            return True
+        todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+                 if isinstance(x, BaseException)]
+    return False
+
+
 class Browser:
     """One user's browser. ``stop_at(url)`` tells which redirect targets to hand back instead of
     following (e.g. the RedirectURI, when a test gives the callback to a client library)."""
@@ -115,8 +131,7 @@ class Browser:
         for _ in range(self.max_hops):
             self._record("request", method, url, detail={"form_keys": sorted(data or {})})
             try:
-                resp = self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout,
-                                            verify=self.verify)
+                resp = self._send(method, url, data)
             except requests.RequestException as err:
                 self._record("response", method, url, status=0, error=type(err).__name__,
                              detail={"problem": redact_text(str(err))[:300]})
@@ -139,6 +154,20 @@ class Browser:
                 continue
             return Page(resp.url, resp.status_code, dict(resp.headers), resp.text)
         raise TooManyRedirects(f"more than {self.max_hops} redirects, last at {redact_text(url.split('?')[0])}")
+
+    def _send(self, method: str, url: str, data: dict[str, str] | None) -> requests.Response:
+        """One request. A GET that fails because the server closed a kept-alive connection just as it was reused
+        is sent once more on a new connection, as browsers do (Node, for one, closes idle sockets after 5 s)."""
+        try:
+            return self.session.request(method, url, data=data, allow_redirects=False, timeout=self.timeout,
+                                        verify=self.verify)
+        except requests.ConnectionError as err:
+            if method != "GET" or not _stale_connection(err):
+                raise
+            self._record("response", method, url, status=0, error="closed before answering; sent again",
+                         detail={"problem": redact_text(str(err))[:300]})
+            self._record("request", method, url, detail={"form_keys": []})
+            return self.session.request(method, url, allow_redirects=False, timeout=self.timeout, verify=self.verify)
 
     def submit(self, page: Page, form_id: str = "", fields: dict[str, str] | None = None,
                button: tuple[str, str] | None = None, stop_at: Callable[[str], bool] | None = None) -> Page:

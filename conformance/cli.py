@@ -16,6 +16,7 @@ from flows import FLOWS, MODES, flow_named
 from flows.diagram import mermaid
 
 FLOW_NAMES = [f.cli_name for f in FLOWS.values()]
+SERVE_TRACE_KEPT = 20_000  # events `serve` keeps (it writes no report)
 
 
 class UsageError(Exception):
@@ -205,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from conformance.servers import FakeServers
+    from conformance.trace import Trace
     from fake_authority.registry import Registry, RegistryError, load
 
     try:
@@ -217,7 +219,9 @@ def _serve(args: argparse.Namespace) -> int:
         if args.token_lifetime < 1:
             raise UsageError(f"--token-lifetime must be at least 1 second, got {args.token_lifetime}")
         registry = replace(registry, token_lifetime=args.token_lifetime)
-    servers = FakeServers(registry, host=args.host, authority_port=args.port, bc_port=args.bc_port)
+    # Nobody reads this trace (serve writes no report): keep only the newest events, however long it serves.
+    servers = FakeServers(registry, host=args.host, authority_port=args.port, bc_port=args.bc_port,
+                          trace=Trace(limit=SERVE_TRACE_KEPT))
     try:
         servers.start()
     except OSError as err:

@@ -150,7 +150,7 @@ class ScenarioRun:
 
     def _secrets(self) -> Iterator[tuple[str, str]]:
         yield "the client secret", self.config.client_secret
-        for value in self.authority.issued_values:
+        for value in list(self.authority.issued_values):  # a snapshot: the served Authority may be issuing
             if value.startswith("eyJ"):
                 yield "an access token", value
             elif len(value) < 100:

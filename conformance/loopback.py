@@ -1,65 +1,43 @@
-"""Loopback adapter: serve a sans-IO fake over real HTTPS on 127.0.0.1 (uvicorn + httptools, raw ASGI),
-for portals running in their own process, in any language."""
+"""Loopback adapter: serve a sans-IO fake over real HTTPS on 127.0.0.1, for portals running in their own
+process, in any language. One event loop (uvloop when installed) in a daemon thread per server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
-from collections.abc import Callable
-from typing import Any
 
-import uvicorn
-
+from conformance.http_protocol import Handler, HttpProtocol
 from conformance.tls import TlsFiles
-from conformance.wire import Request, Response
 
-Handler = Callable[[Request], Response]
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - optional speed-up (not on Windows)
+    uvloop = None
 
 
-def asgi_app(handler: Handler, scheme: str = "https") -> Callable[..., Any]:
-    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] != "http":
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers and name != "cookie" else (
-                f"{headers[name]}; {value}" if name in headers else value)
-        host = headers.get("host") or "{}:{}".format(*scope["server"])
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        request = Request(scope["method"], raw_path.decode("latin-1"), scope["query_string"].decode("latin-1"),
-                          headers, b"".join(chunks), f"{scheme}://{host}")
-        try:
-            response = handler(request)
-        except Exception:
-            response = Response.json(500, {"error": "server_error"})
-        if response.delay:
-            await asyncio.sleep(response.delay)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        if not any(k.lower() == b"content-length" for k, _ in headers):
-            headers.append((b"content-length", str(len(response.body)).encode()))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+def _new_loop() -> asyncio.AbstractEventLoop:
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
-    return app
+
+def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class LoopbackServer:
-    """One uvicorn server in a daemon thread; ``url`` is known once ``start`` returns."""
+    """``url`` is known once ``start`` returns; ``stop`` closes every connection and joins the thread."""
 
     def __init__(self, handler: Handler, tls: TlsFiles | None, host: str = "127.0.0.1", port: int = 0):
         self.handler, self.tls, self.host, self.port = handler, tls, host, port
-        self._server: uvicorn.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[HttpProtocol] = set()
 
     @property
     def url(self) -> str:
@@ -81,33 +59,39 @@ class LoopbackServer:
             raise OSError(f"cannot listen on {self.host}:{self.port}: {err.strerror}") from None
         sock.listen(1024)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            asgi_app(self.handler, "https" if self.tls else "http"), log_level="critical", access_log=False,
-            lifespan="off", http="httptools", loop="asyncio", timeout_keep_alive=30, timeout_graceful_shutdown=1,
-            ssl_certfile=str(self.tls.cert_file) if self.tls else None,
-            ssl_keyfile=str(self.tls.key_file) if self.tls else None,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
+        loop = self._loop = _new_loop()
+        scheme = "https" if self.tls else "http"
+        context = _tls_context(self.tls) if self.tls else None
+        try:
+            server = loop.run_until_complete(loop.create_server(
+                lambda: HttpProtocol(self.handler, scheme, self._connections), sock=sock, ssl=context))
+        except Exception:
+            sock.close()
+            loop.close()
+            raise
+        self._thread = threading.Thread(target=self._serve, args=(loop, server), daemon=True,
                                         name=f"loopback-{self.port}")
         self._thread.start()
-        ready = threading.Event()
-        while not ready.wait(0.01):
-            if self._server.started:
-                break
-            if not self._thread.is_alive():
-                raise RuntimeError(f"the loopback server on {self.url} stopped while starting")
-            timeout -= 0.01
-            if timeout <= 0:
-                raise TimeoutError(f"the loopback server on {self.url} did not start")
         return self
 
+    def _serve(self, loop: asyncio.AbstractEventLoop, server: asyncio.Server) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            for connection in list(self._connections):
+                connection.shutdown()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.wait_for(server.wait_closed(), 1))
+            loop.close()
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
-        self._server = self._thread = None
+        self._loop = self._thread = None
 
     def __enter__(self) -> LoopbackServer:
         return self.start()

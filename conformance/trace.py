@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,10 +36,11 @@ class TraceEvent:
 
 
 class Trace:
-    """Append-only, thread-safe list of ``TraceEvent``; ``clear`` starts a new scenario."""
+    """Append-only, thread-safe list of ``TraceEvent``; ``clear`` starts a new scenario. ``limit`` keeps only the
+    newest events (a long-running ``serve`` must not grow without bound); ``seq`` keeps counting."""
 
-    def __init__(self) -> None:
-        self._events: list[TraceEvent] = []
+    def __init__(self, limit: int | None = None) -> None:
+        self._events: deque[TraceEvent] = deque(maxlen=limit)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
 
@@ -52,7 +54,7 @@ class Trace:
     def of(cls, events: list[TraceEvent]) -> Trace:
         """A trace holding a copy of these events (a scenario's slice of a shared trace)."""
         trace = cls()
-        trace._events = list(events)
+        trace._events.extend(events)
         return trace
 
     def clear(self) -> None:

@@ -43,6 +43,7 @@ from fake_authority.tokens import (
 CODE_LIFETIME = 600  # seconds: Entra's authorization codes live about 10 minutes
 REFRESH_IDLE_LIFETIME = 90 * 24 * 3600
 SESSION_COOKIE = "ESTSAUTH"
+ISSUED_VALUES_KEPT = 20_000  # raw values remembered for leak search and redaction (a scenario needs a few)
 MULTI_TENANT = frozenset({"common", "organizations"})
 
 _ROUTE = re.compile(
@@ -119,8 +120,14 @@ class Authority:
         self.refresh_tokens: dict[str, RefreshGrant] = {}
         self.sessions: dict[str, SignInSession] = {}
         self.consents: set[tuple[str, str]] = set()  # (username, client_id)
-        # Raw values of every token and code issued: never exported, used to find leaks and to redact.
-        self.issued_values: set[str] = set()
+        # Raw values of the tokens and codes issued (the newest ISSUED_VALUES_KEPT, in order): never exported,
+        # used to find leaks and to redact.
+        self.issued_values: dict[str, None] = {}
+
+    def _remember(self, value: str) -> None:
+        self.issued_values[value] = None
+        if len(self.issued_values) > ISSUED_VALUES_KEPT:  # a long-running serve: forget the oldest
+            del self.issued_values[next(iter(self.issued_values))]
 
     # ------------------------------------------------------------------ public helpers for scenarios
 
@@ -418,7 +425,7 @@ class Authority:
         lifetime = self.lifetime_for(client)
         claims = app_claims(self.registry, client, scope.resource, int(self.clock.now()), lifetime)
         token = self.key.sign(claims)
-        self.issued_values.add(token)
+        self._remember(token)
         ctx.issued.append(f"at:{claims['uti']}")
         ctx.detail.update(resource=scope.resource, expires_in=lifetime)
         body: dict[str, Any] = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
@@ -512,13 +519,13 @@ class Authority:
         ctx.issued.append(f"at:{claims['uti']}")
         ctx.detail.update(resource=scope.token_resource, expires_in=lifetime)
         access_token = self.key.sign(claims)
-        self.issued_values.add(access_token)
+        self._remember(access_token)
         body: dict[str, Any] = {"token_type": "Bearer", "scope": scope.response_scope(), "expires_in": lifetime,
                                 "ext_expires_in": lifetime, "access_token": access_token}
         keep_refresh = rotate_from is not None or "offline_access" in scope.oidc or v1
         if keep_refresh:
             refresh = secrets.token_urlsafe(48)
-            self.issued_values.add(refresh)
+            self._remember(refresh)
             self.refresh_tokens[refresh] = RefreshGrant(client.client_id, user.username, scope, now, now)
             if rotate_from is not None:
                 rotate_from.rotated_to = fingerprint(refresh, "rt")
@@ -688,7 +695,7 @@ class Authority:
 
         # --- AC-6: redirect back to the RedirectURI with a code
         code = secrets.token_urlsafe(96)
-        self.issued_values.add(code)
+        self._remember(code)
         self.codes[code] = CodeGrant(client.client_id, redirect_uri, scope, user.username,
                                      params.get("nonce", ""), challenge, method, self.clock.now())
         ctx.issued.append(fingerprint(code, "code"))

@@ -82,3 +82,27 @@ def test_serve_with_a_bad_config_exits_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "conformance", "serve", "--config", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "clients[0].client_id" in out.stderr and not out.stdout
+
+
+
+def test_a_long_running_authority_keeps_bounded_memory(monkeypatch):
+    """`serve` may issue millions of tokens: its trace and its memory of issued values keep only the newest."""
+    from urllib.parse import urlencode
+
+    from conformance.clock import SystemClock
+    from conformance.trace import Trace
+    from conformance.wire import Request
+    from fake_authority import Authority, Registry, core
+
+    monkeypatch.setattr(core, "ISSUED_VALUES_KEPT", 5)
+    registry = Registry.default()
+    client = registry.default_client
+    authority = Authority(registry, SystemClock(), Trace(limit=4))
+    body = urlencode({"grant_type": "client_credentials", "client_id": client.client_id,
+                      "client_secret": client.secrets[0].value,
+                      "scope": "https://api.businesscentral.dynamics.com/.default"}).encode()
+    request = Request("POST", f"/{registry.tenant_id}/oauth2/v2.0/token", "",
+                      {"content-type": "application/x-www-form-urlencoded"}, body)
+    tokens = [json.loads(authority.handle(request).body)["access_token"] for _ in range(8)]
+    assert list(authority.issued_values) == tokens[-5:]
+    assert [e.seq for e in authority.trace.events] == [5, 6, 7, 8]
