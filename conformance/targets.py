@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class InProcessTarget:
         module_name, sep, attr = spec.partition(":")
         if not sep or not module_name or not attr:
             raise TargetError(f"--portal-app expects MODULE:ATTR (e.g. {REFERENCE}), got {spec!r}")
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m`, flask and gunicorn do: MODULE may live right here
         try:
             module = importlib.import_module(module_name)
         except Exception as err:

@@ -3,6 +3,7 @@ fault in a copy of one is caught at the documented step."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -93,3 +94,17 @@ def test_a_token_cache_that_keeps_tokens_past_expiry_fails_the_expired_token_che
     assert results["exit_code"] == 1
     # Only the planted fault: the fresh-token steps still conform.
     assert {c["id"] for c in results["checks"] if c["outcome"] == "failed"} == {"expired-token-replaced"}
+
+
+def test_the_flask_example_also_runs_in_process_from_its_folder(tmp_path, monkeypatch):
+    """`--portal-app app:create_app` finds the module in the current directory, as `flask` and `gunicorn` do."""
+    from conformance.cli import main
+
+    monkeypatch.chdir(FLASK_APP.parent)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(FLASK_APP.parent))])
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    code = main(["run", "--portal-app", "app:create_app", "--mode", "AzUser", "--out", str(tmp_path)])
+    sys.modules.pop("app", None)
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["summary"]["failed"] == 0 and results["summary"]["passed"] > 0
