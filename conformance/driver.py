@@ -113,7 +113,7 @@ class UserDriver:
         except TooManyRedirects as err:
             result.problem = f"redirect loop: {err}"
         except requests.RequestException as err:
-            result.problem = f"the portal could not be reached: {type(err).__name__}: {redact_text(str(err))[:200]}"
+            result.problem = _unreachable(err)
         result.leaks = sorted(set(self._leaks))
         result.callback_url = self.last_callback
         end = self.trace.append(self.clock.now(), "user", "visit_end", user=self.label, status=result.status,
@@ -144,3 +144,15 @@ class UserDriver:
                 continue
             return page
         raise TooManyRedirects("the sign-in did not finish within 12 pages")
+
+
+def _unreachable(err: requests.RequestException) -> str:
+    """What went wrong on the wire, in words a portal developer can act on."""
+    where = urlsplit(err.request.url).path if err.request is not None and err.request.url else ""
+    what = f"{type(err).__name__}: {redact_text(str(err))[:200]}"
+    at = f" at {where}" if where else ""
+    if isinstance(err, requests.Timeout):
+        return f"no answer{at} within the request timeout (does the portal hang?): {what}"
+    if isinstance(err, requests.ConnectionError) and ("BadStatusLine" in what or "RemoteDisconnected" in what):
+        return f"the portal's answer{at} is not HTTP, or the connection closed without one: {what}"
+    return f"the portal could not be reached{at}: {what}"

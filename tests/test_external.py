@@ -17,11 +17,21 @@ from fake_authority import Registry
 from fake_authority.jwt import SigningKey
 
 PY = sys.executable
-ANSWERS_500 = (f"{PY} -c \"import os, http.server as h\n"
-               "class H(h.BaseHTTPRequestHandler):\n"
-               "    def do_GET(self):\n"
-               "        self.send_response(500); self.end_headers(); self.wfile.write(b'boom')\n"
-               "h.HTTPServer(('127.0.0.1', int(os.environ['PORTAL_PORT'])), H).serve_forever()\"")
+
+
+def _http_portal(do_get: str) -> str:
+    """A one-handler portal command listening on PORTAL_PORT; ``do_get`` is the body of ``do_GET``."""
+    return (f"{PY} -c \"import os, time, http.server as h\n"
+            "class H(h.BaseHTTPRequestHandler):\n"
+            f"    def do_GET(self):\n        {do_get}\n"
+            "h.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORTAL_PORT'])), H).serve_forever()\"")
+
+
+ANSWERS_500 = _http_portal("self.send_response(500); self.end_headers(); self.wfile.write(b'boom')")
+HANGS = _http_portal("time.sleep(60)")
+GARBAGE = _http_portal("self.wfile.write(b'\\x00\\xff not http at all\\r\\n\\r\\n'); self.wfile.flush()")
+LOOPS = _http_portal("self.send_response(302); self.send_header('Location', self.path + 'x'); "
+                     "self.send_header('Content-Length', '0'); self.end_headers()")
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +41,10 @@ def servers():
         yield running
 
 
-def _run(servers, cmd: str, mode: str = "AzApp", scenarios=("missing-token",), timeout: float = 20.0) -> dict:
+def _run(servers, cmd: str, mode: str = "AzApp", scenarios=("missing-token",), timeout: float = 20.0,
+         request_timeout: float = 10.0) -> dict:
     target = ExternalTarget(cmd=cmd, startup_timeout=timeout)
-    options = RunOptions(modes=(mode,), scenarios=scenarios)
+    options = RunOptions(modes=(mode,), scenarios=scenarios, request_timeout=request_timeout)
     return judge(target, {mode: run_mode(target, mode, options, SigningKey(), servers=servers)}, options)
 
 
@@ -53,11 +64,14 @@ def test_the_reference_portal_as_a_process_passes(servers):
     ("exit 3", "exited with code 3 before listening"),
     ("sleep 60", "never opened port"),
     (ANSWERS_500, "page status 500"),
-])
+    (HANGS, "within the request timeout"),
+    (GARBAGE, "is not HTTP"),
+    (LOOPS, "more than 20 redirects"),
+], ids=["exits", "never-listens", "answers-500", "hangs", "garbage", "redirect-loop"])
 def test_a_broken_portal_command_gets_failed_checks_with_the_reason(servers, cmd, reason):
     started = time.monotonic()
-    results = _run(servers, cmd, timeout=2.0)
-    assert time.monotonic() - started < 2.0 + 10  # bounded by the startup timeout (plus the stop grace)
+    results = _run(servers, cmd, timeout=2.0, request_timeout=1.0)
+    assert time.monotonic() - started < 2.0 + 10  # bounded by the startup and request timeouts (plus the stop grace)
     working = _check(results, "working-portal")
     assert working["outcome"] == "failed"
     assert reason in working["received"] + working["message"], working
