@@ -311,3 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as err:
         parser.exit(2, f"bc-conformance {args.command}: error: {err}\n")
+    except KeyboardInterrupt:  # Ctrl-C: the context managers have stopped the servers and portal processes
+        print(f"bc-conformance {args.command}: interrupted; no results were written", file=sys.stderr)
+        return 130

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -132,3 +134,26 @@ def test_conflicting_targets_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["run", "--portal-cmd", "true", "--portal-app", "x:y", "--out", str(tmp_path)])
     assert exited.value.code == 2 and "at most one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_leaves_no_portal_process(tmp_path, sig):
+    pidfile = tmp_path / "portal.pid"
+    portal = _http_portal("time.sleep(60)").replace(
+        "h.ThreadingHTTPServer", f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\nh.ThreadingHTTPServer")
+    kit = subprocess.Popen([PY, "-m", "conformance", "run", "--mode", "AzApp", "--portal-cmd", portal,
+                            "--out", str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text()):  # the portal is up and the kit is driving it
+            assert kit.poll() is None and time.monotonic() < deadline, "the portal never started"
+            time.sleep(0.05)
+        portal_pid = int(pidfile.read_text())
+        kit.send_signal(sig)
+        _, err = kit.communicate(timeout=30)
+    finally:
+        kit.kill()
+    assert kit.returncode == (130 if sig == signal.SIGINT else 143)
+    assert "Traceback" not in err
+    assert not _alive(portal_pid)
+    assert not (tmp_path / "out" / "results.json").exists()  # nothing half-done
