@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,14 +24,15 @@ PY = sys.executable
 
 def _http_portal(do_get: str) -> str:
     """A one-handler portal command listening on PORTAL_PORT; ``do_get`` is the body of ``do_GET``."""
-    return (f"{PY} -c \"import os, time, http.server as h\n"
+    return (f"{PY} -c \"import os, socket, http.server as h\n"
             "class H(h.BaseHTTPRequestHandler):\n"
             f"    def do_GET(self):\n        {do_get}\n"
             "h.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORTAL_PORT'])), H).serve_forever()\"")
 
 
 ANSWERS_500 = _http_portal("self.send_response(500); self.end_headers(); self.wfile.write(b'boom')")
-HANGS = _http_portal("time.sleep(60)")
+BLOCK = "self.rfile.read()"  # a GET has no body: this blocks until the client gives up and closes
+HANGS = _http_portal(BLOCK)
 GARBAGE = _http_portal("self.wfile.write(b'\\x00\\xff not http at all\\r\\n\\r\\n'); self.wfile.flush()")
 LOOPS = _http_portal("self.send_response(302); self.send_header('Location', self.path + 'x'); "
                      "self.send_header('Content-Length', '0'); self.end_headers()")
@@ -138,21 +140,21 @@ def test_conflicting_targets_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_leaves_no_portal_process(tmp_path, sig):
-    pidfile = tmp_path / "portal.pid"
-    portal = _http_portal("time.sleep(60)").replace(
-        "h.ThreadingHTTPServer", f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\nh.ThreadingHTTPServer")
-    kit = subprocess.Popen([PY, "-m", "conformance", "run", "--mode", "AzApp", "--portal-cmd", portal,
-                            "--out", str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not (pidfile.exists() and pidfile.read_text()):  # the portal is up and the kit is driving it
-            assert kit.poll() is None and time.monotonic() < deadline, "the portal never started"
-            time.sleep(0.05)
-        portal_pid = int(pidfile.read_text())
-        kit.send_signal(sig)
-        _, err = kit.communicate(timeout=30)
-    finally:
-        kit.kill()
+    # The portal tells the test its pid once the kit is in the middle of a request to it, then hangs there.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        report = f"socket.create_connection(('127.0.0.1', {listener.getsockname()[1]})).sendall(b'%d' % os.getpid())"
+        portal = _http_portal(f"{report}; {BLOCK}")
+        kit = subprocess.Popen([PY, "-m", "conformance", "run", "--mode", "AzApp", "--portal-cmd", portal,
+                                "--out", str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
+        try:
+            connection, _ = listener.accept()  # bounded by the listener's timeout
+            with connection:
+                portal_pid = int(connection.recv(32))
+            kit.send_signal(sig)
+            _, err = kit.communicate(timeout=30)
+        finally:
+            kit.kill()
     assert kit.returncode == (130 if sig == signal.SIGINT else 143)
     assert "Traceback" not in err
     assert not _alive(portal_pid)
