@@ -57,7 +57,7 @@ class HttpProtocol(asyncio.Protocol):
         self.handler, self.scheme, self.connections = handler, scheme, connections
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()  # the factory runs inside the serving loop
         self.pending: deque[list[bytes | None]] = deque()  # [response bytes or None while delayed, close?]
         self.idle: asyncio.TimerHandle | None = None  # one timer per connection, not one per request
         self.active_at = self.loop.time()
