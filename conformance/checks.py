@@ -523,6 +523,11 @@ def code_used_once(results: Results, mode: str) -> Verdict:
                     seen[r] = e.seq
     if "replayed-callback" not in results:
         return _not_run(["replayed-callback"])
+    replays = [e for e in results["replayed-callback"].trace.events
+               if e.endpoint == "visit_start" and e.detail.get("kind") == "replay"]
+    if not any(e.detail.get("callback_replayed") for e in replays):
+        return Verdict("not_exercised", "the replayed-callback scenario had no authorization response to send again "
+                       "(the first visit never reached the RedirectURI)")
     return _ok("no code was redeemed twice, the replayed callback included", ["replayed-callback"])
 
 

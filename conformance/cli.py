@@ -16,7 +16,7 @@ from flows import FLOWS, MODES, flow_named
 from flows.diagram import mermaid
 
 FLOW_NAMES = [f.cli_name for f in FLOWS.values()]
-SERVE_TRACE_KEPT = 20_000  # events `serve` keeps (it writes no report)
+SERVE_TRACE_KEPT = 2_000  # events `serve` keeps (it writes no report; an authorize event weighs ~2 KB)
 
 
 class UsageError(Exception):
@@ -119,7 +119,13 @@ def _run(args: argparse.Namespace) -> int:
 def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
-    from conformance.external import ExternalTarget, portal_environment, stage_for, wait_for_url
+    from conformance.external import (
+        CLIENT_SECRET_VARIABLE,
+        ExternalTarget,
+        portal_environment,
+        stage_for,
+        wait_for_url,
+    )
     from conformance.run import default_progress, judge, run_mode
     from conformance.servers import FakeServers
     from fake_authority import Registry
@@ -128,10 +134,14 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
         raise UsageError(f"--portal-url must be an http(s) URL, got {args.portal_url!r}")
     target = ExternalTarget(args.portal_cmd or "", args.portal_url or "", args.page, args.redirect_path,
                             args.startup_timeout)
-    # SIGTERM ends the run like Ctrl-C: cleanup (and the portal processes' SIGTERM/SIGKILL) still happens.
+    # SIGTERM (and a closed terminal) end the run like Ctrl-C: the portal processes are stopped, the keys removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    registry = Registry.default().with_redirect_uris(f"http://127.0.0.1{args.redirect_path}",
-                                                     f"http://localhost{args.redirect_path}")
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    # The client secret is never written to a file: the user chooses it (and gives it to their portal), or the kit
+    # makes one and, for --portal-url, prints it once on stderr.
+    chosen_secret = os.environ.get(CLIENT_SECRET_VARIABLE) or None
+    registry = Registry.default(client_secret=chosen_secret).with_redirect_uris(
+        f"http://127.0.0.1{args.redirect_path}", f"http://localhost{args.redirect_path}")
     if args.portal_url:
         registry = registry.with_redirect_uris(args.portal_url.rstrip("/") + args.redirect_path)
     with FakeServers(registry) as servers:
@@ -139,13 +149,19 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
             # The user starts the portal: tell them the environment it needs, then wait for it.
             env = portal_environment(stage_for(servers, options.modes[0], args.portal_url.rstrip("/"),
                                                args.redirect_path).config, str(servers.ca.ca_file))
-            contract = {k: env[k] for k in ("AUTH_MODE", "AUTHORITY", "TENANT_ID", "CLIENT_ID", "CLIENT_SECRET",
-                                            "REDIRECT_URI", "BC_API_URL", "BC_SCOPE", "PORTAL_PORT",
-                                            "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")}
+            contract = {k: env[k] for k in ("AUTH_MODE", "AUTHORITY", "TENANT_ID", "CLIENT_ID", "REDIRECT_URI",
+                                            "BC_API_URL", "BC_SCOPE", "PORTAL_PORT", "SSL_CERT_FILE",
+                                            "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")}
             Path(args.out).mkdir(parents=True, exist_ok=True)
             env_file = Path(args.out) / "portal.env"
-            env_file.write_text("".join(f"{k}={v}\n" for k, v in contract.items()))
+            env_file.write_text(f"# CLIENT_SECRET is not in this file: give your portal the value of "
+                                f"{CLIENT_SECRET_VARIABLE} (set before the run, or printed on stderr by the kit)\n"
+                                + "".join(f"{k}={v}\n" for k, v in contract.items()))
             env_file.chmod(0o600)
+            if not chosen_secret:
+                print(f"CLIENT_SECRET for this run (shown once, written nowhere): {env['CLIENT_SECRET']}\n"
+                      f"  To choose it instead, set {CLIENT_SECRET_VARIABLE} for the kit and give your portal the "
+                      f"same value as CLIENT_SECRET.", file=sys.stderr, flush=True)
             print(f"Start the portal with the environment in {env_file} (AUTH_MODE per mode: "
                   f"{', '.join(options.modes)}); waiting for {args.portal_url} …", file=sys.stderr, flush=True)
             problem = wait_for_url(args.portal_url, args.startup_timeout)
@@ -219,7 +235,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.token_lifetime < 1:
             raise UsageError(f"--token-lifetime must be at least 1 second, got {args.token_lifetime}")
         registry = replace(registry, token_lifetime=args.token_lifetime)
-    # Nobody reads this trace (serve writes no report): keep only the newest events, however long it serves.
+    # Nobody reads this trace (serve writes no report): keep only the newest events, however long it serves;
+    # the events pushed out are counted (GET /_bc_conformance/stats, and the line printed when serve stops).
     servers = FakeServers(registry, host=args.host, authority_port=args.port, bc_port=args.bc_port,
                           trace=Trace(limit=SERVE_TRACE_KEPT))
     try:
@@ -236,6 +253,11 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     finally:
         servers.stop()
+        # Nothing kept is silent: say how many trace events the limit pushed out and what the servers refused.
+        stats = servers.stats()
+        print(f"bc-conformance serve: stopped; trace events dropped: {stats['trace']['dropped']} "
+              f"(only the newest {SERVE_TRACE_KEPT} are kept); stats: {json.dumps(stats, separators=(',', ':'))}",
+              file=sys.stderr, flush=True)
     return 0
 
 

@@ -76,7 +76,8 @@ class UserDriver:
         self.browser.on_response.append(self._scan)
         self.portal_host = urlsplit(self.portal_url).netloc
         self._leaks: list[str] = []
-        self.last_callback = ""
+        self.last_callback = ""  # the last callback URL (query and fragment modes)
+        self.last_callback_post: tuple[str, dict[str, str]] | None = None  # (action, fields) of a form_post callback
 
     def _is_callback(self, url: str) -> bool:
         a, b = urlsplit(url), urlsplit(self.redirect_uri)
@@ -99,16 +100,25 @@ class UserDriver:
         return self._navigate(self.portal_url + path, "visit", consent, tamper)
 
     def replay_callback(self) -> VisitResult:
-        """Open the last callback URL again (a replayed authorization response)."""
+        """Send the last authorization response to the RedirectURI again, as it came (a GET of the callback URL,
+        or the form_post POST re-submitted, as a browser's back button and "resubmit" do)."""
+        if self.last_callback_post is not None:
+            action, fields = self.last_callback_post
+            return self._navigate(action, "replay", True, None, post=dict(fields))
         return self._navigate(self.last_callback or self.portal_url + "/", "replay", True, None)
 
-    def _navigate(self, url: str, kind: str, consent: bool, tamper: StateTamper | None) -> VisitResult:
+    def _navigate(self, url: str, kind: str, consent: bool, tamper: StateTamper | None,
+                  post: dict[str, str] | None = None) -> VisitResult:
         start = self.trace.append(self.clock.now(), "user", "visit_start", user=self.label,
-                                  detail={"session": self.session_name, "kind": kind})
+                                  detail={"session": self.session_name, "kind": kind,
+                                          "callback_replayed": kind == "replay" and (post is not None
+                                                                                     or bool(self.last_callback))})
         result = VisitResult(self.label, self.credentials.username, self.session_name, kind, start.seq)
         self._leaks = []
         try:
-            page = self._follow(self.browser.get(url, stop_at=self._is_callback), consent, tamper)
+            first = (self.browser.request("POST", url, data=post, stop_at=self._is_callback) if post is not None
+                     else self.browser.get(url, stop_at=self._is_callback))
+            page = self._follow(first, consent, tamper)
             result.status, result.page_text = page.status, page.text
         except TooManyRedirects as err:
             result.problem = f"redirect loop: {err}"
@@ -124,14 +134,16 @@ class UserDriver:
 
     def _follow(self, page: Page, consent: bool, tamper: StateTamper | None) -> Page:
         for _ in range(12):
-            if urlsplit(page.url).netloc == self.authority_host and page.forms:
-                page = complete_authorize(self.browser, page, self.credentials, consent, stop_at=self._is_callback)
-                continue
-            form = page.form("form_post")
+            at_authority = urlsplit(page.url).netloc == self.authority_host
+            form = page.form("form_post") if at_authority else None
             if form is not None and self._is_callback(form.action):
+                # response_mode=form_post: the page auto-submits the authorization response to the RedirectURI.
                 fields = tamper(dict(form.fields)) if tamper else dict(form.fields)
-                self.last_callback = ""  # a POSTed response cannot be replayed by URL
+                self.last_callback, self.last_callback_post = "", (form.action, fields)
                 page = self.browser.request("POST", form.action, data=fields, stop_at=self._is_callback)
+                continue
+            if at_authority and page.forms:
+                page = complete_authorize(self.browser, page, self.credentials, consent, stop_at=self._is_callback)
                 continue
             if self._is_callback(page.url) and page.status in (301, 302, 303, 307, 308):
                 target = page.url
@@ -139,7 +151,7 @@ class UserDriver:
                     parts = urlsplit(target)
                     params = tamper(dict(parse_qsl(parts.query, keep_blank_values=True)))
                     target = urlunsplit(parts._replace(query=urlencode(params)))
-                self.last_callback = target
+                self.last_callback, self.last_callback_post = target, None
                 page = self.browser.get(target, stop_at=lambda _url: False)
                 continue
             return page

@@ -150,7 +150,7 @@ class ScenarioRun:
 
     def _secrets(self) -> Iterator[tuple[str, str]]:
         yield "the client secret", self.config.client_secret
-        for value in list(self.authority.issued_values):  # a snapshot: the served Authority may be issuing
+        for value in self.authority.raw_values():  # a snapshot: the served Authority may be issuing
             if value.startswith("eyJ"):
                 yield "an access token", value
             elif len(value) < 100:
@@ -216,7 +216,7 @@ def play(ctx: ScenarioRun, scenario: Scenario, error: str = "") -> ScenarioResul
             error = f"the scenario stopped: {type(err).__name__}: {err}"
     result = monitor(ctx.mode.flow, ctx.mode, ctx.trace.events, ctx.visits)
     return ScenarioResult(ctx.mode.name, scenario, Trace.of(ctx.trace.events), ctx.visits, result,
-                          ctx.measured_from, ctx.config, error, ctx.waited, set(ctx.authority.issued_values))
+                          ctx.measured_from, ctx.config, error, ctx.waited, set(ctx.authority.raw_values()))
 
 
 def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, registry: Registry | None = None,

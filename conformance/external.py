@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from conformance import processes
 from conformance.engine import ScenarioResult, ScenarioRun, Stage, play
 from conformance.scenarios import Scenario
 from conformance.servers import FakeServers
@@ -29,19 +30,29 @@ from portals.config import PortalConfig
 
 SHORT_LIFETIME = 3  # seconds: tokens of expiry scenarios (MSAL renews anything under 300 s anyway)
 GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+LOG_PREFIX = "bc-conformance-portal-"
+CLIENT_SECRET_VARIABLE = "BC_CONFORMANCE_CLIENT_SECRET"  # the fake client's secret, chosen by the user; no file has it
 
 _LIVE: set[PortalProcess] = set()
 _LOCK = threading.Lock()
 
 
 def _stop_all() -> None:
+    """At exit: stop the portals still running, then anything this kit marked that escaped them."""
     with _LOCK:
         live = list(_LIVE)
     for proc in live:
         proc.stop()
+    processes.sweep_kit()
 
 
 atexit.register(_stop_all)
+
+
+def sweep_leftovers() -> None:
+    """What a SIGKILLed run left: portal processes whose kit is gone, then their log files."""
+    processes.sweep_orphans()
+    processes.sweep_owned(tempfile.gettempdir(), LOG_PREFIX)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -51,19 +62,33 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class PortalProcess:
-    """``sh -c CMD`` in its own process group; stopped with SIGTERM, then SIGKILL after a grace period."""
+    """``sh -c CMD`` under a supervisor (``conformance/processes.py``) that keeps everything the command starts —
+    forked children, ``setsid`` daemons — and stops all of it: SIGTERM, then SIGKILL after ``GRACE``. Processes carry
+    a marker in their environment, and the kit sweeps the marker and the owner of the port after the supervisor.
+    Without /proc and prctl (not Linux), the shell's process group is stopped instead.
+
+    The supervisor dies with the thread that started it (``PR_SET_PDEATHSIG``): start and stop from the same thread.
+    """
 
     def __init__(self, cmd: str, env: dict[str, str], port: int, cwd: str | None = None):
-        self.cmd, self.env, self.port, self.cwd = cmd, env, port, cwd
-        self.log = tempfile.NamedTemporaryFile(prefix="bc-conformance-portal-", suffix=".log", delete=False)  # noqa: SIM115
+        sweep_leftovers()
+        self.marker = processes.new_marker()
+        self.cmd, self.env, self.port, self.cwd = cmd, {**env, processes.MARKER: self.marker}, port, cwd
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{LOG_PREFIX}{os.getpid()}-", suffix=".log", delete=False)  # noqa: SIM115
+        processes.hold(self.log.fileno())  # until the last process writing to it is gone
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0  # clock ticks after boot, for the owner of the port
+        self.survivors: list[int] = []  # pids that could not be stopped (reported by stop)
 
     def start(self, timeout: float) -> str:
         """Start and wait for the port; returns "" when listening, else what went wrong."""
-        self.proc = subprocess.Popen(["/bin/sh", "-c", self.cmd], env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         with _LOCK:
             _LIVE.add(self)
+        self.proc = subprocess.Popen(processes.supervised(["/bin/sh", "-c", self.cmd], GRACE), env=self.env,
+                                     cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        me = processes.stat(self.proc.pid)
+        self.started_at = me.start if me else 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.proc.poll()
@@ -84,20 +109,44 @@ class PortalProcess:
         return " ".join(text.split()) or "(no output)"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Stop everything the portal started; Ctrl-C and SIGTERM wait until this is done."""
+        with processes.signals_deferred():
+            if self.proc is not None:
+                if processes.CONTAINED:
+                    self._stop_contained(self.proc)
+                else:
+                    self._stop_group(self.proc)
+            with _LOCK:
+                _LIVE.discard(self)
+            with contextlib.suppress(OSError):
+                self.log.close()
+                os.unlink(self.log.name)
+
+    def _stop_contained(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)  # the supervisor stops its descendants, then exits
+            if not processes.wait_exit(proc.pid, GRACE + processes.KILL_TIMEOUT + 1):
+                proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(processes.KILL_TIMEOUT)
+        # Behind the supervisor: a process that escaped it (killed supervisor, a pid namespace, ...) still carries
+        # the marker or holds the port.
+        self.survivors = processes.stop_all(
+            lambda: processes.marked(lambda value: value == self.marker, self.port, self.started_at, (proc.pid,)),
+            grace=0)
+
+    @staticmethod
+    def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(GRACE)
+                proc.wait(GRACE)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(GRACE)
-        with _LOCK:
-            _LIVE.discard(self)
-        with contextlib.suppress(OSError):
-            self.log.close()
-            os.unlink(self.log.name)
+                    os.killpg(proc.pid, signal.SIGKILL)  # only while the leader is unreaped: its pid is not reused
+                proc.wait(GRACE)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import shutil
 import tempfile
 import weakref
@@ -18,6 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from conformance.processes import hold, sweep_owned
+
+TLS_PREFIX = "bc-conformance-tls-"
 
 
 @dataclass(frozen=True)
@@ -32,14 +37,29 @@ def _name(common_name: str) -> x509.Name:
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bc-oauth-conformance (test only)")])
 
 
+def _remove(directory: Path, lock: int) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    os.close(lock)
+
+
 class RunCA:
     """A throw-away CA; ``issue`` writes a leaf certificate for the given hosts and returns the files."""
 
     def __init__(self, directory: Path | None = None):
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="bc-conformance-tls-"))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # A directory the CA made itself (it holds private keys) goes with it: on close(), else at exit.
-        self._remove = weakref.finalize(self, shutil.rmtree, self.directory, True) if directory is None else None
+        self._remove: weakref.finalize | None = None
+        if directory is None:
+            # The directory holds private keys: 0700 (mkdtemp), named after this process and locked while it lives,
+            # removed on close() or at exit (Ctrl-C, SIGTERM and exceptions included); a SIGKILLed run's is swept by
+            # the next RunCA.
+            sweep_owned(tempfile.gettempdir(), TLS_PREFIX)
+            self.directory = Path(tempfile.mkdtemp(prefix=f"{TLS_PREFIX}{os.getpid()}-"))
+            self.directory.chmod(0o700)
+            lock = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            hold(lock)
+            self._remove = weakref.finalize(self, _remove, self.directory, lock)
+        else:
+            self.directory = Path(directory)
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         subject = _name("bc-oauth-conformance run CA")
@@ -87,7 +107,9 @@ class RunCA:
         )
         cert_file, key_file = self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        key_file.chmod(0o600)
+        key_file.unlink(missing_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, even briefly
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
         return TlsFiles(self.ca_file, cert_file, key_file)

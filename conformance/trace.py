@@ -37,18 +37,27 @@ class TraceEvent:
 
 class Trace:
     """Append-only, thread-safe list of ``TraceEvent``; ``clear`` starts a new scenario. ``limit`` keeps only the
-    newest events (a long-running ``serve`` must not grow without bound); ``seq`` keeps counting."""
+    newest events (a long-running ``serve`` must not grow without bound); ``seq`` keeps counting, and ``dropped``
+    counts the events pushed out that way (0 whenever there is no limit, as in ``run``)."""
 
     def __init__(self, limit: int | None = None) -> None:
         self._events: deque[TraceEvent] = deque(maxlen=limit)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
+        self.limit = limit
+        self.dropped = 0
 
     def append(self, time: float, server: str, endpoint: str, **fields: Any) -> TraceEvent:
         with self._lock:
             event = TraceEvent(next(self._seq), time, server, endpoint, **fields)
+            if self.limit is not None and len(self._events) == self.limit:
+                self.dropped += 1  # the deque pushes its oldest event out
             self._events.append(event)
         return event
+
+    def stats(self) -> dict[str, int | None]:
+        with self._lock:
+            return {"kept": len(self._events), "limit": self.limit, "dropped": self.dropped}
 
     @classmethod
     def of(cls, events: list[TraceEvent]) -> Trace:

@@ -9,13 +9,30 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+
 
 def _parse_qs(raw: str) -> dict[str, str]:
-    """First value of each parameter; never raises on malformed input."""
+    """First value of each parameter; never raises on malformed input (``repeated`` tells what came twice)."""
     out: dict[str, str] = {}
     for key, value in parse_qsl(raw, keep_blank_values=True, errors="replace"):
         out.setdefault(key, value)
     return out
+
+
+def _repeated(raw: str) -> tuple[str, ...]:
+    seen: set[str] = set()
+    twice: dict[str, None] = {}
+    for key, _ in parse_qsl(raw, keep_blank_values=True, errors="replace"):
+        if key in seen:
+            twice[key] = None
+        seen.add(key)
+    return tuple(twice)
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value, lower-case, without parameters (RFC 9110 §8.3.1)."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 @dataclass(frozen=True)
@@ -31,11 +48,21 @@ class Request:
     def params(self) -> dict[str, str]:
         return _parse_qs(self.query)
 
+    @property
+    def is_form(self) -> bool:
+        return media_type(self.headers.get("content-type", "")) == FORM_MEDIA_TYPE
+
     @cached_property
     def form(self) -> dict[str, str]:
-        if "application/x-www-form-urlencoded" not in self.headers.get("content-type", ""):
+        if not self.is_form:
             return {}
         return _parse_qs(self.body.decode("utf-8", "replace"))
+
+    @cached_property
+    def repeated(self) -> tuple[str, ...]:
+        """Parameters that occur more than once in the query or the form body (RFC 6749 §3.1 forbids it)."""
+        body = _repeated(self.body.decode("utf-8", "replace")) if self.is_form else ()
+        return tuple(dict.fromkeys((*_repeated(self.query), *body)))
 
     @cached_property
     def cookies(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ import math
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
@@ -27,6 +27,7 @@ from conformance.wire import Request, Response, with_query
 from fake_authority import errors as E
 from fake_authority.errors import OAuthError, fail
 from fake_authority.faults import AuthorityFaults
+from fake_authority.grants import CODE_LIFETIME, CodeGrant, CodeSealer, Family, Grants
 from fake_authority.jwt import SigningKey
 from fake_authority.pages import render
 from fake_authority.registry import BC_RESOURCE, Client, Registry, User
@@ -40,11 +41,15 @@ from fake_authority.tokens import (
     user_claims,
 )
 
-CODE_LIFETIME = 600  # seconds: Entra's authorization codes live about 10 minutes
 REFRESH_IDLE_LIFETIME = 90 * 24 * 3600
+MAX_REFRESH_TOKENS = 100_000  # a long-running serve forgets the oldest beyond this
 SESSION_COOKIE = "ESTSAUTH"
-ISSUED_VALUES_KEPT = 20_000  # raw values remembered for leak search and redaction (a scenario needs a few)
+ISSUED_VALUES_KEPT = 20_000  # raw tokens remembered for leak search and redaction (a scenario needs a few)
+CODES_KEPT = 1_000  # raw codes likewise: codes are sealed, so unredeemed ones must cost no memory beyond this
 MULTI_TENANT = frozenset({"common", "organizations"})
+# The Authority's own host names: a request addressed to any other Host is answered with the canonical one, never
+# by reflecting the Host header into the endpoints it publishes.
+LOGIN_HOSTS = ("login.microsoftonline.com", "login.windows.net", "login.microsoft.com", "sts.windows.net")
 
 _ROUTE = re.compile(
     r"^/(?P<tenant>[^/]+)/(?:"
@@ -58,27 +63,15 @@ _ROUTE = re.compile(
 
 
 @dataclass
-class CodeGrant:
-    client_id: str
-    redirect_uri: str
-    scope: ScopeRequest
-    username: str
-    nonce: str
-    challenge: str
-    method: str
-    issued_at: float
-    redeemed: bool = False
-
-
-@dataclass
 class RefreshGrant:
     client_id: str
     username: str
     scope: ScopeRequest
     issued_at: float
     last_used: float
-    active: bool = True
-    rotated_to: str = ""
+    family: str = ""
+    revoked: bool = False
+    rotated_to: str = ""  # fingerprint of the refresh token issued in exchange (Entra keeps the old one valid)
 
 
 @dataclass
@@ -116,28 +109,38 @@ class Authority:
         self.key = key or SigningKey()
         self.faults = AuthorityFaults()
         self.token_lifetime: int | None = None  # scenario override of every client's lifetime
-        self.codes: dict[str, CodeGrant] = {}
+        self.codes = CodeSealer()
+        self.grants = Grants()
         self.refresh_tokens: dict[str, RefreshGrant] = {}
+        self.canonical_base = f"https://{LOGIN_HOSTS[0]}"
+        self.hosts: set[str] = set(LOGIN_HOSTS)  # lower-case host[:port] this Authority answers as
         self.sessions: dict[str, SignInSession] = {}
         self.consents: set[tuple[str, str]] = set()  # (username, client_id)
         # Raw values of the tokens and codes issued (the newest ISSUED_VALUES_KEPT, in order): never exported,
         # used to find leaks and to redact.
         self.issued_values: dict[str, None] = {}
+        self.issued_codes: dict[str, None] = {}
 
-    def _remember(self, value: str) -> None:
-        self.issued_values[value] = None
-        if len(self.issued_values) > ISSUED_VALUES_KEPT:  # a long-running serve: forget the oldest
-            del self.issued_values[next(iter(self.issued_values))]
+    def _remember(self, value: str, code: bool = False) -> None:
+        kept, cap = (self.issued_codes, CODES_KEPT) if code else (self.issued_values, ISSUED_VALUES_KEPT)
+        kept[value] = None
+        if len(kept) > cap:  # a long-running serve: forget the oldest
+            del kept[next(iter(kept))]
+
+    def raw_values(self) -> list[str]:
+        """The raw tokens and codes issued lately (newest kept): to find leaks and to redact; never exported."""
+        return [*self.issued_values, *self.issued_codes]
 
     # ------------------------------------------------------------------ public helpers for scenarios
 
     def reset(self) -> None:
         """Forget every code, token, session and consent and clear the faults (not the registry or key)."""
-        self.codes.clear()
+        self.grants.clear()
         self.refresh_tokens.clear()
         self.sessions.clear()
         self.consents.clear()
         self.issued_values.clear()
+        self.issued_codes.clear()
         self.faults.clear()
         self.token_lifetime = None
 
@@ -147,12 +150,22 @@ class Authority:
     def revoke_consent(self, username: str, client_id: str | None = None) -> None:
         self.consents.discard((username.lower(), (client_id or self.registry.default_client.client_id).lower()))
 
+    def serve_at(self, base_url: str, *aliases: str) -> None:
+        """Publish ``base_url`` (``https://host:port``) in discovery; ``aliases`` are other host[:port] names of the
+        same server (e.g. ``localhost:port``) that the Authority also answers as."""
+        self.canonical_base = base_url.rstrip("/")
+        self.hosts.update(h.lower() for h in (urlsplit(base_url).netloc, *aliases))
+
+    def access_token_revoked(self, uti: str) -> bool:
+        """Whether an access token was revoked with its grant (code replay, refresh token reuse)."""
+        return self.grants.is_revoked(uti)
+
     def revoke_refresh_tokens(self, username: str | None = None) -> int:
-        """Revoke every refresh token (of one user); returns how many were active."""
+        """Revoke every refresh token (of one user); returns how many were still usable."""
         n = 0
         for grant in self.refresh_tokens.values():
-            if grant.active and (username is None or grant.username.lower() == username.lower()):
-                grant.active, n = False, n + 1
+            if not grant.revoked and (username is None or grant.username.lower() == username.lower()):
+                grant.revoked, n = True, n + 1
         return n
 
     def sign_in(self, username: str) -> str:
@@ -200,6 +213,8 @@ class Authority:
     # ------------------------------------------------------------------ entry point
 
     def handle(self, request: Request) -> Response:
+        if urlsplit(request.base).netloc.lower() not in self.hosts:
+            request = replace(request, base=self.canonical_base)  # never reflect a foreign Host header
         match = _ROUTE.match(request.path)
         ctx = _Ctx("unknown" if match is None else self._endpoint_name(match))
         try:
@@ -268,6 +283,9 @@ class Authority:
 
     def _instance_discovery(self, request: Request) -> Response:
         host = urlsplit(request.params.get("authorization_endpoint", "")).netloc or urlsplit(request.base).netloc
+        if host.lower() not in self.hosts:
+            return Response.json(400, {"error": "invalid_instance", "error_description": "AADSTS50049: Unknown or "
+                                       "invalid instance.", "error_codes": [50049]})
         base = f"https://{host}"
         tenant = urlsplit(request.params.get("authorization_endpoint", "")).path.split("/")[1:2] or ["common"]
         return Response.json(200, {
@@ -330,9 +348,10 @@ class Authority:
         if request.method != "POST":
             raise E.InvalidRequest(900561, "The endpoint only accepts POST, OPTIONS requests. Received a "
                                            f"{request.method[:10]} request.")
-        if "application/x-www-form-urlencoded" not in request.header("content-type"):
-            raise fail(E.InvalidRequest, E.MALFORMED,
-                       detail=f"Content-Type was {request.header('content-type')[:60]!r}")
+        if not request.is_form:  # Entra reads no parameter from another media type: "must contain 'grant_type'"
+            ctx.detail["content_type"] = request.header("content-type")[:80]
+        if request.repeated:  # RFC 6749 §3.1: request and response parameters MUST NOT be included more than once
+            raise fail(E.InvalidRequest, E.PARAM_REPEATED, param=request.repeated[0][:60])
         form = request.form
         ctx.grant = grant = form.get("grant_type", "")
         ctx.detail["secret_in_url"] = any(k in request.params for k in ("client_secret", "client_assertion"))
@@ -394,6 +413,10 @@ class Authority:
         secret = basic_secret or form.get("client_secret", "")
         ctx.detail["client_auth"] = "basic" if basic_secret else ("body" if form.get("client_secret") else "none")
         if not client.confidential:
+            if secret or form.get("client_assertion"):
+                raise E.InvalidClient(*E.PUBLIC_CLIENT_SECRET)
+            if form.get("grant_type") == "client_credentials":  # only a confidential client has an app identity
+                raise E.InvalidClient(*E.SECRET_MISSING)
             return client
         if not secret:
             raise E.InvalidClient(*E.SECRET_MISSING)
@@ -458,16 +481,14 @@ class Authority:
         if not code:
             raise fail(E.InvalidRequest, E.PARAM_MISSING, param="code")
         ctx.redeemed.append(fingerprint(code, "code"))
-        grant = self.codes.get(code)
+        grant = self.codes.open(code)
         if grant is None:
             raise fail(E.InvalidGrant, E.CODE_INVALID)
         ctx.user = grant.username
         if grant.client_id != client.client_id:
             raise fail(E.InvalidGrant, E.CODE_FOREIGN)
-        if grant.redeemed:
-            ctx.detail["code_reused"] = True
-            raise fail(E.InvalidGrant, E.CODE_REDEEMED)
-        if self.clock.now() - grant.issued_at > CODE_LIFETIME:
+        now = self.clock.now()
+        if now - grant.issued_at > CODE_LIFETIME:
             raise fail(E.InvalidGrant, E.GRANT_EXPIRED)
         redirect_uri = form.get("redirect_uri", "")
         if redirect_uri != grant.redirect_uri:
@@ -475,10 +496,29 @@ class Authority:
         verifier = form.get("code_verifier", "")
         if grant.challenge and not _pkce_ok(grant.challenge, grant.method, verifier):
             raise fail(E.InvalidGrant, E.PKCE_MISMATCH)
-        grant.redeemed = True
+        if verifier and not grant.challenge:  # a verifier for a code issued without a challenge: a PKCE downgrade
+            raise fail(E.InvalidGrant, E.PKCE_DOWNGRADE)
+        family = self.grants.redeem(grant, now)
+        if family is None:
+            ctx.detail["code_reused"] = True
+            first = self.grants.family_of_code(grant.code_id)
+            # RFC 6749 §4.1.2: the Authority SHOULD revoke what the code led to; Entra is not known to: strict only.
+            if self.faults.strict_revocation and first is not None and not first.revoked:
+                ctx.detail["revoked_family"] = self._revoke_family(first, "authorization code redeemed twice")
+            raise fail(E.InvalidGrant, E.CODE_REDEEMED)
         user = self.registry.user(grant.username)
         assert user is not None  # codes are only issued to registered users
-        return self._user_tokens(request, client, user, grant.scope, grant.nonce, v1, ctx)
+        return self._user_tokens(request, client, user, parse_scope(grant.scope), grant.nonce, v1, ctx,
+                                 family=family)
+
+    def _revoke_family(self, family: Family, reason: str) -> dict[str, int]:
+        """Revoke a grant's access and refresh tokens; returns how many of each, for the trace."""
+        refresh = self.grants.revoke(family, reason)
+        for value in refresh:
+            grant = self.refresh_tokens.get(value)
+            if grant is not None:
+                grant.revoked = True
+        return {"access_tokens": len(family.access), "refresh_tokens": len(refresh)}
 
     def _refresh(self, request: Request, client: Client, v1: bool, ctx: _Ctx) -> Response:
         form = request.form
@@ -492,8 +532,14 @@ class Authority:
         ctx.user = grant.username
         if grant.client_id != client.client_id:
             raise fail(E.InvalidGrant, E.CODE_FOREIGN)
-        if not grant.active:
-            ctx.detail["refresh_reused"] = bool(grant.rotated_to)
+        family = self.grants.families.get(grant.family)
+        if grant.rotated_to:
+            # Entra keeps a rotated refresh token valid ("doesn't revoke old refresh tokens when used"); RFC 9700
+            # §4.14.2 lets an Authority revoke the whole family instead: the strict switch does that.
+            ctx.detail["refresh_reused"] = True
+            if self.faults.strict_revocation and family is not None and not family.revoked:
+                ctx.detail["revoked_family"] = self._revoke_family(family, "rotated refresh token used again")
+        if grant.revoked:
             raise fail(E.InvalidGrant, E.REFRESH_REVOKED)
         if self.clock.now() - grant.last_used > REFRESH_IDLE_LIFETIME:
             raise E.InvalidGrant(700082, "The refresh token has expired due to inactivity.")
@@ -507,16 +553,20 @@ class Authority:
             scope = ScopeRequest(grant.scope.resource, grant.scope.permissions, scope.oidc)
         user = self.registry.user(grant.username)
         assert user is not None
-        grant.active = False
-        response = self._user_tokens(request, client, user, scope, "", v1, ctx, rotate_from=grant)
+        grant.last_used = self.clock.now()
+        response = self._user_tokens(request, client, user, scope, "", v1, ctx, rotate_from=grant, family=family)
         return response
 
     def _user_tokens(self, request: Request, client: Client, user: User, scope: ScopeRequest, nonce: str,
-                     v1: bool, ctx: _Ctx, rotate_from: RefreshGrant | None = None) -> Response:
+                     v1: bool, ctx: _Ctx, rotate_from: RefreshGrant | None = None,
+                     family: Family | None = None) -> Response:
         now = int(self.clock.now())
         lifetime = self.lifetime_for(client)
         claims = user_claims(self.registry, client, user, scope, now, lifetime)
         ctx.issued.append(f"at:{claims['uti']}")
+        if family is not None:
+            family.access = {uti: exp for uti, exp in family.access.items() if exp >= now}
+            family.access[str(claims["uti"])] = float(claims["exp"])  # type: ignore[arg-type]
         ctx.detail.update(resource=scope.token_resource, expires_in=lifetime)
         access_token = self.key.sign(claims)
         self._remember(access_token)
@@ -526,7 +576,12 @@ class Authority:
         if keep_refresh:
             refresh = secrets.token_urlsafe(48)
             self._remember(refresh)
-            self.refresh_tokens[refresh] = RefreshGrant(client.client_id, user.username, scope, now, now)
+            self.refresh_tokens[refresh] = RefreshGrant(client.client_id, user.username, scope, now, now,
+                                                        family.id if family is not None else "")
+            if family is not None:
+                family.refresh.append(refresh)
+            while len(self.refresh_tokens) > MAX_REFRESH_TOKENS:
+                del self.refresh_tokens[next(iter(self.refresh_tokens))]
             if rotate_from is not None:
                 rotate_from.rotated_to = fingerprint(refresh, "rt")
             body["refresh_token"] = refresh
@@ -534,6 +589,7 @@ class Authority:
         if "openid" in scope.oidc or (rotate_from is not None and "openid" in rotate_from.scope.oidc):
             body["id_token"] = self.key.sign(
                 id_token_claims(self._issuer(request.base), self.registry, client, user, nonce, now, lifetime))
+            self._remember(body["id_token"])
         if request.form.get("client_info") == "1":
             body["client_info"] = client_info(user, self.registry)
         return self._token_response(body, v1, scope.token_resource, int(claims["exp"]))  # type: ignore[arg-type]
@@ -549,6 +605,9 @@ class Authority:
             params.update({k: v for k, v in posted.items() if k not in action})
         elif request.method != "GET":
             return self._error_page(405, E.InvalidRequest(900561, "The authorize endpoint accepts GET and POST."))
+        if request.repeated:  # RFC 6749 §3.1; which redirect_uri or state is meant cannot be known: no redirect
+            ctx.detail["stage"] = "error_page"
+            return self._error_page(400, fail(E.InvalidRequest, E.PARAM_REPEATED, param=request.repeated[0][:60]))
         flow = {k: v for k, v in params.items()}
         ctx.detail.update(
             state_present="state" in params, state_length=len(params.get("state", "")),
@@ -606,8 +665,9 @@ class Authority:
                                       f"{err.resource[:120]} was not found in the tenant.")
             return error_redirect("invalid_scope", 70011, f"The provided value for the input parameter "
                                   f"'scope' is not valid: {raw_scope[:200]}")
-        if v1 and "openid" not in scope.oidc:
-            scope = ScopeRequest(scope.resource, scope.permissions, scope.oidc | {"openid"})
+        if v1 and "openid" not in scope.oidc:  # v1 always signs the user in
+            raw_scope, scope = f"{raw_scope} openid", ScopeRequest(scope.resource, scope.permissions,
+                                                                   scope.oidc | {"openid"})
         challenge = params.get("code_challenge", "")
         method = params.get("code_challenge_method", "plain" if challenge else "")
         if challenge and method not in ("S256", "plain"):
@@ -689,15 +749,15 @@ class Authority:
                                       f"to use the application with ID '{client.client_id}'.")
             ctx.detail["stage"] = "consent_form"
             page = render("consent.html", title="Permissions requested", app=client.display_name,
-                          action=action_url, params=form_values, scopes=scope.response_scope().split(),
-                          username=user.username)
+                          action=action_url, params=form_values, username=user.username,
+                          scopes=[f"{scope.token_resource}/{p}" for p in scope.granted])
             return Response.html(200, page, [("Cache-Control", "no-store"), *set_cookie])
 
         # --- AC-6: redirect back to the RedirectURI with a code
-        code = secrets.token_urlsafe(96)
-        self._remember(code)
-        self.codes[code] = CodeGrant(client.client_id, redirect_uri, scope, user.username,
-                                     params.get("nonce", ""), challenge, method, self.clock.now())
+        code = self.codes.seal(CodeGrant(secrets.token_hex(8), client.client_id, redirect_uri, raw_scope,
+                                         user.username, params.get("nonce", ""), challenge, method,
+                                         self.clock.now()))
+        self._remember(code, code=True)
         ctx.issued.append(fingerprint(code, "code"))
         ctx.detail["stage"] = "code_issued"
         values = {"code": code}

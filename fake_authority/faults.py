@@ -20,6 +20,9 @@ class AuthorityFaults:
     deny_consent: set[str] = field(default_factory=set)  # usernames whose consent is refused ("*" = all)
     demand_mfa: set[str] = field(default_factory=set)  # usernames who must pass MFA now ("*" = all)
     quirky_token_responses: bool = False  # lower-case token_type, no expires_in, an unknown field
+    # RFC 6749 §4.1.2 / RFC 9700 §4.14.2: revoke a grant's tokens when its code is redeemed twice or a rotated refresh
+    # token is used again. Entra does neither (its docs: old refresh tokens are not revoked when used), so off.
+    strict_revocation: bool = False
 
     def fail_next_token_requests(self, n: int = 1, status: int = 503, error: str = "temporarily_unavailable") -> None:
         """The next ``n`` token requests get ``status`` with an Entra ``error`` body."""
@@ -48,3 +51,4 @@ class AuthorityFaults:
         self.deny_consent.clear()
         self.demand_mfa.clear()
         self.quirky_token_responses = False
+        self.strict_revocation = False

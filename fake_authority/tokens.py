@@ -55,8 +55,15 @@ class ScopeRequest:
         return self.resource or GRAPH_RESOURCE
 
     def response_scope(self) -> str:
+        """The ``scope`` of a delegated token response. For a ``.default`` request Entra lists the granted
+        permissions *and* echoes ``<resource>/.default`` (MSAL's cache looks tokens up by the scopes asked for,
+        so without the echo a ``.default`` token is never found in the cache again)."""
         names = [f"{self.token_resource}/{p}" for p in self.granted]
-        return " ".join(names + sorted(self.oidc & {"openid", "profile", "email"}))
+        # With openid, Entra answers "profile openid email" whatever of profile/email was asked.
+        oidc = ["profile", "openid", "email"] if "openid" in self.oidc else sorted(self.oidc & {"profile", "email"})
+        if ".default" in self.permissions:  # "profile openid email <permissions…> <resource>/.default"
+            return " ".join([*oidc, *names, f"{self.token_resource}/.default"])
+        return " ".join([*names, *oidc])  # "<permissions…> profile openid email"
 
 
 class ScopeError(ValueError):

@@ -57,6 +57,7 @@ class VerifiedToken:
     tid: str
     oid: str
     appid: str
+    appidacr: str
     idtyp: str
     upn: str
     iat: float
@@ -167,7 +168,8 @@ class TokenVerifier:
         scp = claims.get("scp")
         return VerifiedToken(
             key=key, kid=kid, uti=_text(claims, "uti"), tid=tid, oid=_text(claims, "oid"),
-            appid=_text(claims, "appid") or _text(claims, "azp"), idtyp=_text(claims, "idtyp"),
+            appid=_text(claims, "appid") or _text(claims, "azp"), appidacr=_text(claims, "appidacr"),
+            idtyp=_text(claims, "idtyp"),
             upn=_text(claims, "upn") or _text(claims, "unique_name") or _text(claims, "preferred_username"),
             iat=_number(claims, "iat", 0), nbf=_number(claims, "nbf", 0), exp=exp,
             roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),

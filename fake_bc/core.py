@@ -323,7 +323,12 @@ class BusinessCentral:
             raise AuthFailure("expired", description=f"The token expired at {iso(verified.exp)}.")
         if self.faults.is_revoked(verified.uti, verified.oid, verified.appid, verified.iat):
             raise AuthFailure("revoked", description="The token has been revoked.")
+        if self.authority is not None and self.authority.access_token_revoked(verified.uti):
+            raise AuthFailure("revoked", description="The token was revoked with its grant (its authorization code "
+                              "was redeemed twice, or a rotated refresh token was used again).")
         if verified.is_app:
+            if verified.appidacr == "0":  # Entra issues app-only tokens to confidential clients only
+                raise AuthFailure("public_client", REJECTED_CLIENT, "An app-only token for a public client.")
             needed = {AUTOMATION_ROLE} if route.api.startswith("microsoft/automation/") else APP_ROLES
             if not verified.roles & needed:
                 raise AuthFailure("no_roles", NOT_AUTHORIZED, "The token has none of the roles "

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conformance import http_protocol
+from conformance.http_protocol import Limits
 from conformance.loopback import LoopbackServer
 from conformance.tls import RunCA
 from conformance.wire import Request, Response
@@ -110,11 +110,13 @@ def test_an_upgrade_request_is_answered_as_plain_http_then_the_connection_closes
     assert [(status, json.loads(body)["path"]) for status, _, body in answers] == [(200, "/ws")]
 
 
-def test_an_oversized_body_gets_413(server, monkeypatch):
-    monkeypatch.setattr(http_protocol, "MAX_BODY", 10)
-    with _connect(server) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+@pytest.mark.parametrize("framing", [b"Content-Length: 11\r\n\r\n" + b"x" * 11,
+                                     b"Transfer-Encoding: chunked\r\n\r\n6\r\nxxxxxx\r\n5\r\nxxxxx\r\n0\r\n\r\n"])
+def test_an_oversized_body_gets_413(framing):
+    with LoopbackServer(echo, None, limits=Limits(max_body=10)) as small, _connect(small) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\n" + framing)
         answers = _responses(_read_all(sock))
+        assert small.stats()["bodies_too_large"] == 1
     assert [a[0] for a in answers] == [413]
 
 
@@ -126,9 +128,8 @@ def test_a_handler_bug_is_a_json_500_not_a_traceback_and_the_server_keeps_servin
     assert b"Traceback" not in answers[0][2]
 
 
-def test_an_idle_connection_is_closed(monkeypatch):
-    monkeypatch.setattr(http_protocol, "IDLE_TIMEOUT", 0.1)
-    with LoopbackServer(echo, None) as quick, _connect(quick) as sock:
+def test_an_idle_connection_is_closed():
+    with LoopbackServer(echo, None, limits=Limits(idle_timeout=0.1)) as quick, _connect(quick) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         answers = _responses(_read_all(sock))  # returns once the server closes the silent connection
     assert [a[0] for a in answers] == [200]

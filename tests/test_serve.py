@@ -68,12 +68,34 @@ def test_msal_node_against_serve(served):
 
 
 def test_sigterm_exits_zero_and_removes_the_run_ca():
-    proc = subprocess.Popen([sys.executable, "-m", "conformance", "serve"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "conformance", "serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     ca_dir = Path(json.loads(proc.stdout.readline())["ca_file"]).parent
     assert (ca_dir / "server-key.pem").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     assert not ca_dir.exists()  # the run's certificates and private keys do not outlive it
+    # Its last word says how many trace events its limit dropped, with the servers' counters.
+    last = proc.stderr.read().strip().splitlines()[-1]
+    assert last.startswith("bc-conformance serve: stopped; trace events dropped: 0 ")
+    stats = json.loads(last.split("stats: ", 1)[1])
+    assert stats["trace"]["dropped"] == 0 and stats["trace"]["limit"] > 0
+    assert set(stats["servers"]) == {"authority", "bc"}
+
+
+def test_serve_reports_its_stats(served):
+    """GET /_bc_conformance/stats on the Authority: the trace (kept, limit, dropped) and each server's counters."""
+    import requests
+
+    from conformance.http_protocol import connection_cap
+
+    stats = requests.get(served["stats_url"], verify=served["ca_file"], timeout=10).json()
+    assert stats["trace"]["limit"] > 0 and stats["trace"]["dropped"] == 0
+    for server in ("authority", "bc"):
+        counters = stats["servers"][server]
+        # sized from RLIMIT_NOFILE (inherited from this process, soft raised to hard), shared by the two servers
+        assert counters["max_connections"] == connection_cap(servers=2)
+        assert counters["bodies_in_flight"] == 0 and counters["refused"] == 0
 
 
 def test_serve_with_a_bad_config_exits_2(tmp_path):

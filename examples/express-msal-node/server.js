@@ -61,9 +61,9 @@ function loadConfig(env) {
     redirectUri,
     bcApiUrl: env.BC_API_URL.replace(/\/+$/, ""),
     bcScope, // app permission (CC-3)
-    // The delegated Business Central permission the code flow asks for (AC-3); MSAL adds openid, profile and
-    // offline_access itself.
-    userScopes: [bcScope.replace(/\/[^/]*$/, "/Financials.ReadWrite.All")],
+    // The Business Central permission the code flow asks for (AC-3): .default (every permission the app
+    // registration holds) unless BC_USER_SCOPE names one; MSAL adds openid, profile and offline_access itself.
+    userScopes: [env.BC_USER_SCOPE || bcScope],
     port,
   };
 }

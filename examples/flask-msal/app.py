@@ -53,14 +53,15 @@ class Config:
     client_secret: str
     redirect_uri: str
     bc_api_url: str  # …/v2.0/<tenant>/<environment>/api/v2.0
-    bc_scope: str  # https://api.businesscentral.dynamics.com/.default (app permission, CC-3)
+    bc_scope: str  # https://api.businesscentral.dynamics.com/.default (CC-3, and AC-3 unless BC_USER_SCOPE)
     port: int
+    user_scope: str = ""  # BC_USER_SCOPE: a named delegated permission instead, e.g. …/Financials.ReadWrite.All
 
     @property
     def user_scopes(self) -> list[str]:
-        """The delegated Business Central permission the code flow asks for (AC-3); MSAL adds openid, profile
-        and offline_access itself."""
-        return [self.bc_scope.rsplit("/", 1)[0] + "/Financials.ReadWrite.All"]
+        """The Business Central permission the code flow asks for (AC-3): ``.default`` (every permission the app
+        registration holds) unless BC_USER_SCOPE names one; MSAL adds openid, profile and offline_access itself."""
+        return [self.user_scope or self.bc_scope]
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -88,7 +89,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         raise ConfigError(f"PORTAL_PORT must be a port number, got {port!r}")
     return Config(mode, env["AUTHORITY"].rstrip("/"), env["TENANT_ID"], env["CLIENT_ID"], env["CLIENT_SECRET"],
                   redirect_uri, env["BC_API_URL"].rstrip("/"),
-                  env.get("BC_SCOPE") or "https://api.businesscentral.dynamics.com/.default", int(port))
+                  env.get("BC_SCOPE") or "https://api.businesscentral.dynamics.com/.default", int(port),
+                  env.get("BC_USER_SCOPE", ""))
 
 
 # ---------------------------------------------------------------------------------------------- sessions
