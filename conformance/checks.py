@@ -12,12 +12,16 @@ from urllib.parse import urlsplit
 
 from conformance.monitor import VARIANT_SHARED_APP_TOKEN, Violation
 from conformance.trace import TraceEvent
-from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DOCUMENT_URL
+from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DOCUMENT_URL, MODES
 
 if TYPE_CHECKING:
     from conformance.engine import ScenarioResult
 
 CC, AC = CLIENT_CREDENTIALS.key, AUTHORIZATION_CODE.key
+# The step that "uses the stored access token to send authenticated requests to … Business Central", found in the
+# tables by its text rather than typed by number.
+_USE_STEP = {f.key: next(s.number for s in f.steps if s.text.startswith("Uses the stored access token"))
+             for f in (CLIENT_CREDENTIALS, AUTHORIZATION_CODE)}
 OUTCOMES = ("passed", "failed", "warning", "not_applicable", "not_exercised")
 BC_RESOURCE = "https://api.businesscentral.dynamics.com"
 
@@ -337,6 +341,38 @@ def bearer_token_used(results: Results, mode: str) -> Verdict:
     return _ok(f"{calls} Business Central request(s) carried the right bearer token")
 
 
+def bc_gets_only_the_access_token(results: Results, mode: str) -> Verdict:
+    step = _use_step_id(mode)
+    expected = ("Business Central receives the access token, in the Authorization header, and no other credential: "
+                "never the client secret, an authorization code, a refresh token or an ID token")
+    calls = 0
+    for name, sr in results.items():
+        for e in _bc_events(sr.trace.events):
+            calls += 1
+            sent = list(e.detail.get("credentials_carried", ()))
+            kind = e.detail.get("bearer_kind", "")
+            if kind and kind != "access token":
+                sent = [f"{e.detail['bearer']} (not an access token) as the bearer token",
+                        *(x for x in sent if not x.endswith("in the authorization header"))]
+            if sent:
+                return _fail("failed", f"{step}: the portal sent {sent[0]} to Business Central"
+                             + (f" (and {len(sent) - 1} more)" if len(sent) > 1 else ""), expected,
+                             f"request #{e.seq} in {name} carried {'; '.join(sent)}", [e.seq], [name])
+    if not calls:
+        return Verdict("not_exercised", "the portal never called Business Central")
+    return _ok(f"{calls} Business Central request(s) carried the access token and no other credential")
+
+
+def _use_step_id(mode: str) -> str:
+    flow = MODES[mode].flow
+    return flow.step_id(_USE_STEP[flow.key])
+
+
+def _page_step_id(mode: str) -> str:
+    flow = MODES[mode].flow
+    return flow.step_id(flow.steps[-1].number)
+
+
 def working_portal(results: Results, mode: str) -> Verdict:
     names = [n for n in ("missing-token", "valid-token", "expired-token") if n in results]
     if not names:
@@ -351,6 +387,19 @@ def working_portal(results: Results, mode: str) -> Verdict:
                 return _fail("failed", f"scenario {name}: the user did not get a working page", expected,
                              _describe_visit(sr, i), [e.seq for e in _visit_events(sr, i) if e.server != "user"][:12],
                              [name])
+    # Every visit of every scenario: a 2xx page after Business Central refused the visit's last call shows stale
+    # data or none, and tells the user all is well (CC-7 / AC-10 "now connected successfully").
+    for name, sr in results.items():
+        for i in range(len(sr.visits)):
+            events = _visit_events(sr, i)
+            end = next((e for e in reversed(events) if e.server == "user" and e.endpoint == "visit_end"), None)
+            calls = _bc_events(events)
+            if end is not None and 200 <= end.status < 300 and calls and calls[-1].status >= 400:
+                refused = calls[-1]
+                return _fail("failed", f"{_page_step_id(mode)}: the portal answered {end.status} after Business "
+                             f"Central refused its call ({refused.status} {refused.error or ''}".rstrip() + ")",
+                             expected, f"scenario {name}, visit {i + 1}: Business Central request #{refused.seq} "
+                             f"got {refused.status}, yet the page was {end.status}", [refused.seq, end.seq], [name])
     return _ok("every access ended on a working page backed by Business Central data", names)
 
 
@@ -686,6 +735,8 @@ CHECKS: tuple[Check, ...] = (
            bearer_token_used),
     _check("working-portal", "User gets a working portal", "MUST", {CC: (7,), AC: (10,)}, working_portal,
            scenarios=("missing-token", "valid-token", "expired-token")),
+    _check("bc-gets-only-the-access-token", "Only the access token goes to Business Central", "MUST",
+           {CC: (6,), AC: (9,)}, bc_gets_only_the_access_token),
     _check("token-in-header-only", "Token only in the Authorization header", "SHOULD", {CC: (6,), AC: (9,)},
            token_in_header_only, ("RFC 6750 §2.1", "RFC 6750 §5.3")),
     _check("one-retry-on-401", "One renewal and one retry on 401", "SHOULD", {CC: (6,), AC: (9,)}, one_retry_on_401,

@@ -150,11 +150,9 @@ class ScenarioRun:
 
     def _secrets(self) -> Iterator[tuple[str, str]]:
         yield "the client secret", self.config.client_secret
-        for value in self.authority.raw_values():  # a snapshot: the served Authority may be issuing
-            if value.startswith("eyJ"):
-                yield "an access token", value
-            elif len(value) < 100:
-                yield "a refresh token", value
+        for value, info in list(self.authority.issued_values.items()):  # a snapshot: the served Authority issues
+            if info.kind in ("access token", "refresh token"):
+                yield f"{'an' if info.kind[0] == 'a' else 'a'} {info.kind}", value
 
 
 @contextlib.contextmanager

@@ -143,6 +143,9 @@ class _Judge:
         """Is the token this Business Central call carried the one this session may use, and unexpired?"""
         uti = next((r.split(":", 1)[1] for r in event.redeemed if r.startswith("at:")), "")
         token = self.tokens.get(uti)
+        bearer_kind = event.detail.get("bearer_kind", "")
+        if bearer_kind and bearer_kind != "access token":
+            return False, f"Business Central received {event.detail.get('bearer')} (not an access token)"
         if not uti:
             return False, "Business Central received no bearer token"
         if token is None:
@@ -150,6 +153,10 @@ class _Judge:
         if token.exp <= event.time:
             return False, f"Business Central received a token that had expired {event.time - token.exp:.0f} s before"
         if self.mode.token_holder == "delegate account":
+            if token.principal == "app":
+                return False, "Business Central received an app token where the delegate account's token belongs"
+            if token.principal.lower() != vs.account.lower():
+                return False, f"Business Central received {token.principal}'s token, not the delegate account's"
             return True, "the delegate account's token"
         if self.mode.token_holder == "user session":
             account = vs.account

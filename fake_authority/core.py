@@ -27,7 +27,7 @@ from conformance.wire import Request, Response, with_query
 from fake_authority import errors as E
 from fake_authority.errors import OAuthError, fail
 from fake_authority.faults import AuthorityFaults
-from fake_authority.grants import CODE_LIFETIME, CodeGrant, CodeSealer, Family, Grants
+from fake_authority.grants import CODE_LIFETIME, CodeGrant, CodeSealer, Family, Grants, IssuedValue
 from fake_authority.jwt import SigningKey
 from fake_authority.pages import render
 from fake_authority.registry import BC_RESOURCE, Client, Registry, User
@@ -118,14 +118,25 @@ class Authority:
         self.consents: set[tuple[str, str]] = set()  # (username, client_id)
         # Raw values of the tokens and codes issued (the newest ISSUED_VALUES_KEPT, in order): never exported,
         # used to find leaks and to redact.
-        self.issued_values: dict[str, None] = {}
-        self.issued_codes: dict[str, None] = {}
+        self.issued_values: dict[str, IssuedValue] = {}
+        self.issued_codes: dict[str, IssuedValue] = {}
 
-    def _remember(self, value: str, code: bool = False) -> None:
+    def _remember(self, value: str, kind: str, who: str, client_id: str, grant: str = "") -> None:
+        code = kind == "authorization code"
         kept, cap = (self.issued_codes, CODES_KEPT) if code else (self.issued_values, ISSUED_VALUES_KEPT)
-        kept[value] = None
+        kept[value] = IssuedValue(kind, who, client_id, grant)
         if len(kept) > cap:  # a long-running serve: forget the oldest
             del kept[next(iter(kept))]
+
+    def identify(self, value: str) -> IssuedValue | None:
+        """What a raw value is, if this Authority issued it (or it is a client's secret); else None."""
+        found = self.issued_values.get(value) or self.issued_codes.get(value)
+        if found is not None:
+            return found
+        for client in self.registry.clients:
+            if any(hmac.compare_digest(s.value.encode(), value.encode()) for s in client.secrets):
+                return IssuedValue("client secret", "the app", client.client_id)
+        return None
 
     def raw_values(self) -> list[str]:
         """The raw tokens and codes issued lately (newest kept): to find leaks and to redact; never exported."""
@@ -448,7 +459,7 @@ class Authority:
         lifetime = self.lifetime_for(client)
         claims = app_claims(self.registry, client, scope.resource, int(self.clock.now()), lifetime)
         token = self.key.sign(claims)
-        self._remember(token)
+        self._remember(token, "access token", "the app", client.client_id, "client_credentials")
         ctx.issued.append(f"at:{claims['uti']}")
         ctx.detail.update(resource=scope.resource, expires_in=lifetime)
         body: dict[str, Any] = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
@@ -569,13 +580,14 @@ class Authority:
             family.access[str(claims["uti"])] = float(claims["exp"])  # type: ignore[arg-type]
         ctx.detail.update(resource=scope.token_resource, expires_in=lifetime)
         access_token = self.key.sign(claims)
-        self._remember(access_token)
+        grant = ctx.grant or "authorization_code"
+        self._remember(access_token, "access token", user.username, client.client_id, grant)
         body: dict[str, Any] = {"token_type": "Bearer", "scope": scope.response_scope(), "expires_in": lifetime,
                                 "ext_expires_in": lifetime, "access_token": access_token}
         keep_refresh = rotate_from is not None or "offline_access" in scope.oidc or v1
         if keep_refresh:
             refresh = secrets.token_urlsafe(48)
-            self._remember(refresh)
+            self._remember(refresh, "refresh token", user.username, client.client_id, grant)
             self.refresh_tokens[refresh] = RefreshGrant(client.client_id, user.username, scope, now, now,
                                                         family.id if family is not None else "")
             if family is not None:
@@ -589,7 +601,7 @@ class Authority:
         if "openid" in scope.oidc or (rotate_from is not None and "openid" in rotate_from.scope.oidc):
             body["id_token"] = self.key.sign(
                 id_token_claims(self._issuer(request.base), self.registry, client, user, nonce, now, lifetime))
-            self._remember(body["id_token"])
+            self._remember(body["id_token"], "ID token", user.username, client.client_id, grant)
         if request.form.get("client_info") == "1":
             body["client_info"] = client_info(user, self.registry)
         return self._token_response(body, v1, scope.token_resource, int(claims["exp"]))  # type: ignore[arg-type]
@@ -757,7 +769,7 @@ class Authority:
         code = self.codes.seal(CodeGrant(secrets.token_hex(8), client.client_id, redirect_uri, raw_scope,
                                          user.username, params.get("nonce", ""), challenge, method,
                                          self.clock.now()))
-        self._remember(code, code=True)
+        self._remember(code, "authorization code", user.username, client.client_id)
         ctx.issued.append(fingerprint(code, "code"))
         ctx.detail["stage"] = "code_issued"
         values = {"code": code}

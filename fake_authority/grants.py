@@ -26,6 +26,19 @@ _CODE_PREFIX = "1.A"  # Entra's codes start "0.A" / "1.A"; the rest is opaque to
 
 
 @dataclass(frozen=True)
+class IssuedValue:
+    """What a raw value the Authority issued is, so a message can name it ("the ID token of alice")."""
+
+    kind: str  # "access token" | "ID token" | "refresh token" | "authorization code" | "client secret"
+    who: str  # the user it was issued for, or "the app"
+    client_id: str
+    grant: str = ""  # the grant that produced it (tokens)
+
+    def describe(self) -> str:
+        return f"the {self.kind} of the app" if self.who == "the app" else f"the {self.kind} of {self.who}"
+
+
+@dataclass(frozen=True)
 class CodeGrant:
     """What an authorization code stands for; sealed into the code itself."""
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote_plus, urlencode
 
 from conformance.clock import Clock, FakeClock
 from conformance.redact import redact_mapping
@@ -55,6 +55,9 @@ _ETAG = re.compile(r'^(W/)?"[^"]*"$')
 _TENANT_SAFE = re.compile(r"^[A-Za-z0-9.-]{1,120}$")
 _HEADERS = [("Content-Type", JSON_CONTENT_TYPE), ("OData-Version", "4.0")]
 _LINK_SAFE = "$,'()*:/"
+# Runs of characters a secret, code or token is made of (JWTs, base64url, the Authority's sealed codes).
+_CREDENTIAL_LIKE = re.compile(r"[A-Za-z0-9._~+/-]{8,}")
+_SCANNED_BODY = 64 * 1024  # bytes of a request body searched for credentials
 
 
 @dataclass(frozen=True)
@@ -283,8 +286,34 @@ class BusinessCentral:
             response.delay = self.faults.latency
         if principal:
             self.limits.concurrency.exit(principal, now, response.delay)
+        if self.authority is not None:
+            self._credentials_carried(request, ctx)
         self._record(request, response, ctx, now)
         return response
+
+    def _credentials_carried(self, request: Request, ctx: _Ctx) -> None:
+        """Name every credential the request carries besides the bearer access token (CC-6 / AC-9 send only the
+        access token): the client secret, a code, a refresh token or an ID token, in any header, the query or the
+        body. Values are named by kind and owner, never copied into the trace."""
+        places: list[tuple[str, str]] = [(f"the {name} header", value) for name, value in request.headers.items()]
+        if request.query:
+            places.append(("the query string", unquote_plus(request.query)))
+        if request.body:
+            places.append(("the body", unquote_plus(request.body[:_SCANNED_BODY].decode("utf-8", "replace"))))
+        carried: list[str] = []
+        for where, text in places:
+            for candidate in dict.fromkeys(_CREDENTIAL_LIKE.findall(text)):
+                found = self.authority.identify(candidate)
+                if found is None:
+                    continue
+                if where == "the authorization header":
+                    ctx.detail["bearer"] = found.describe()
+                    ctx.detail["bearer_kind"] = found.kind
+                    if found.kind == "access token":
+                        continue
+                carried.append(f"{found.describe()} in {where}")
+        if carried:
+            ctx.detail["credentials_carried"] = sorted(set(carried))
 
     # ------------------------------------------------------------------ authentication and limits
 

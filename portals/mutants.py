@@ -8,6 +8,7 @@ Use one as a target with ``--portal-app portals.mutants:<factory name>``, e.g.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -178,6 +179,49 @@ class NoRetryOn401(Visit):
             raise PortalError(502, f"Business Central answered {status}.")
 
 
+class StalePageAfterRefusal(Visit):
+    """Shows the last data it read, with 200, when Business Central refuses (no renewal, no error page)."""
+
+    last_data: dict[str, Any] = {}  # noqa: RUF012 - deliberately shared: the stale copy
+
+    def use_token(self) -> None:
+        token = self.portal.stored_token()
+        assert token is not None
+        status, data = self.portal.call_bc(token)
+        if status == 200:
+            StalePageAfterRefusal.last_data = data
+        self.data = data if status == 200 else StalePageAfterRefusal.last_data
+
+
+class SecretToBc(Portal):
+    """Sends the client secret to Business Central in an extra header, next to the bearer token."""
+
+    def call_bc(self, token: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.http.headers["X-Client-Secret"] = self.config.client_secret
+        return super().call_bc(token)
+
+
+class IdTokenToBc(Portal):
+    """Keeps the ID token of the token response and sends it to Business Central as the bearer token."""
+
+    def post_token(self, form: dict[str, str]) -> dict[str, Any]:
+        original = self.http.post
+
+        def keep_id_token(*args: Any, **kwargs: Any) -> requests.Response:
+            resp = original(*args, **kwargs)
+            with contextlib.suppress(ValueError):
+                body = resp.json()
+                if isinstance(body, dict) and body.get("id_token"):
+                    resp._content = json.dumps({**body, "access_token": body["id_token"]}).encode()
+            return resp
+
+        self.http.post = keep_id_token  # type: ignore[method-assign]
+        try:
+            return super().post_token(form)
+        finally:
+            self.http.post = original  # type: ignore[method-assign]
+
+
 class NoState(Visit):
     def ac_redirect(self) -> None:
         super().ac_redirect()
@@ -305,6 +349,12 @@ MUTANTS: tuple[Mutant, ...] = (
            dict.fromkeys(ALL, ("tolerant-parsing",)), _factory(StrictParsing)),
     Mutant("echoes-secret-on-error", "shows the token request, secret included, on its error page",
            dict.fromkeys(ALL, ("token-errors-handled", "no-leakage")), _factory(EchoesSecretOnError)),
+    Mutant("stale-page-after-refusal", "shows the last data with 200 when Business Central refuses its call",
+           dict.fromkeys(ALL, ("working-portal",)), _factory(visit_cls=StalePageAfterRefusal)),
+    Mutant("secret-to-bc", "sends the client secret to Business Central in an extra header",
+           dict.fromkeys(ALL, ("bc-gets-only-the-access-token",)), _factory(SecretToBc)),
+    Mutant("id-token-to-bc", "sends the ID token to Business Central instead of the access token",
+           dict.fromkeys(CODE, ("bc-gets-only-the-access-token", "bearer-token-used")), _factory(IdTokenToBc)),
 )
 
 # Module attributes so each mutant is a ``--portal-app portals.mutants:<name>`` target.
