@@ -14,12 +14,13 @@ from flows.tables import (
     Edge,
     Flow,
     Mode,
+    Role,
     Step,
     flow_named,
 )
 
 __all__ = [
     "AUTHORIZATION_CODE", "CLIENT_CREDENTIALS", "CONDITIONS", "DENIED", "DOCUMENT", "DOCUMENT_URL", "FLOWS", "IDLE",
-    "MODES", "Edge", "Flow", "FlowMachine", "Mode", "Step", "StepNotAllowed", "current_step", "flow_named",
+    "MODES", "Edge", "Flow", "FlowMachine", "Mode", "Role", "Step", "StepNotAllowed", "current_step", "flow_named",
     "machine_for", "trigger_for",
 ]

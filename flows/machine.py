@@ -20,6 +20,7 @@ from typing import Any
 
 from transitions import Event, Machine, MachineError
 
+from flows.observations import VARIANTS
 from flows.tables import IDLE, Flow, flow_named
 
 
@@ -95,6 +96,13 @@ class FlowMachine(Machine):
             }
             for trigger in (trigger_for(edge.dest), "advance"):
                 transitions.append({"trigger": trigger, "source": src, "dest": dst, **guards})
+        # Accepted variants (flows.observations) that add an edge get a trigger of their own, so the documented
+        # triggers (``step_<n>``, ``advance``) keep exactly the table's edges.
+        for variant in VARIANTS:
+            if variant.dest is not None and variant.applies(flow):
+                source = "*" if variant.source is None else state_name(flow.number(variant.source))
+                transitions.append({"trigger": variant.trigger, "source": source,
+                                    "dest": state_name(flow.number(variant.dest))})
         super().__init__(
             model=None,
             states=[state_name(s) for s in flow.states],

@@ -8,6 +8,7 @@ reports, Hypothesis machines) derives from ``CLIENT_CREDENTIALS`` and ``AUTHORIZ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 DOCUMENT = "Anywhere Portal authorization flows"
 DOCUMENT_URL = "https://docs.staedean.com/business-central/docs/bc-anywhere-portal-authorization-flows"
@@ -18,11 +19,29 @@ DENIED = "denied"
 """Pseudo-state after AC-5 when the user declines to authorize the app."""
 
 
+class Role(StrEnum):
+    """What a step does, in words both flows share: the observation map (``flows.observations``) and the checks
+    find a flow's steps by role, so no step number is written outside this file."""
+
+    ACCESS = "access"  # the user accesses the portal
+    CHECK = "check"  # the portal checks for a valid token
+    REDIRECT = "redirect"  # the portal sends the user to the Authority
+    LOGIN = "login"  # the user logs in at the Authority
+    CONSENT = "consent"  # the user authorizes the app
+    CALLBACK = "callback"  # the Authority sends the user back to the RedirectURI with a code
+    TOKEN_REQUEST = "token request"  # the portal asks the Authority for a token
+    TOKEN_ANSWER = "token answer"  # the Authority sends back a token
+    STORE = "store"  # the portal stores the token in the session
+    USE = "use"  # the portal calls Business Central with the stored token
+    WORKING = "working"  # the user uses the portal, connected to Business Central
+
+
 @dataclass(frozen=True)
 class Step:
     number: int
     actor: str  # "User" | "Portal" | "Authority"
     text: str
+    role: Role
     sets: str = ""  # the condition (see CONDITIONS) that holds once this step is done
 
 
@@ -73,6 +92,19 @@ class Flow:
                 return step
         raise KeyError(f"{self.title} has no step {number}; it has steps 1-{len(self.steps)}")
 
+    def number(self, role: Role) -> int:
+        """The step that plays ``role`` in this flow; KeyError names the flow when none does."""
+        for step in self.steps:
+            if step.role == role:
+                return step.number
+        raise KeyError(f"{self.title} has no {role.value} step")
+
+    def has(self, role: Role) -> bool:
+        return any(step.role == role for step in self.steps)
+
+    def id_of(self, role: Role) -> str:
+        return self.step_id(self.number(role))
+
     def step_id(self, number: int) -> str:
         return f"{self.prefix}-{number}"
 
@@ -95,16 +127,17 @@ CLIENT_CREDENTIALS = Flow(
     title="Client Credentials Flow",
     modes=("AzApp",),
     steps=(
-        Step(1, "User", "Accesses the portal."),
-        Step(2, "Portal", "Checks if a valid token exists in the session. If it does, steps 3 to 5 are skipped."),
+        Step(1, "User", "Accesses the portal.", Role.ACCESS),
+        Step(2, "Portal", "Checks if a valid token exists in the session. If it does, steps 3 to 5 are skipped.",
+             Role.CHECK),
         Step(3, "Portal", "When no valid token exists or the existing token is expired, sends a request to "
-             "the Authority for a new access token using the client ID and client secret."),
-        Step(4, "Authority", "Sends back an access token."),
-        Step(5, "Portal", "Stores the retrieved access token in the session.", "token_valid"),
+             "the Authority for a new access token using the client ID and client secret.", Role.TOKEN_REQUEST),
+        Step(4, "Authority", "Sends back an access token.", Role.TOKEN_ANSWER),
+        Step(5, "Portal", "Stores the retrieved access token in the session.", Role.STORE, "token_valid"),
         Step(6, "Portal", "Uses the stored access token to send authenticated requests to Microsoft "
-             "Dynamics 365 Business Central."),
+             "Dynamics 365 Business Central.", Role.USE),
         Step(7, "User", "Uses the portal, now connected successfully to Microsoft Dynamics 365 Business "
-             "Central."),
+             "Central.", Role.WORKING),
     ),
     edges=(
         Edge(IDLE, 1),
@@ -127,21 +160,22 @@ AUTHORIZATION_CODE = Flow(
     title="Authorization Code Flow",
     modes=("AzUser", "AzDelegate"),
     steps=(
-        Step(1, "User", "Accesses the portal."),
-        Step(2, "Portal", "Checks if a valid token exists in the session. If it does, steps 3 to 8 are skipped."),
+        Step(1, "User", "Accesses the portal.", Role.ACCESS),
+        Step(2, "Portal", "Checks if a valid token exists in the session. If it does, steps 3 to 8 are skipped.",
+             Role.CHECK),
         Step(3, "Portal", "When no valid token exists or the existing token is expired, redirects the user "
-             "to the Authority URI to request an authorization code."),
-        Step(4, "User", "Logs in to their Microsoft account if not already logged in.", "signed_in"),
-        Step(5, "User", "Authorizes the app if not already authorized.", "consented"),
+             "to the Authority URI to request an authorization code.", Role.REDIRECT),
+        Step(4, "User", "Logs in to their Microsoft account if not already logged in.", Role.LOGIN, "signed_in"),
+        Step(5, "User", "Authorizes the app if not already authorized.", Role.CONSENT, "consented"),
         Step(6, "Authority", "Redirects the user back to the URL defined as the RedirectURI, with an "
-             "authorization code."),
+             "authorization code.", Role.CALLBACK),
         Step(7, "Portal", "Sends a server-side request to the Authority to get an access (Bearer) token "
-             "using the received authorization code."),
-        Step(8, "Portal", "Stores the retrieved access token in the session.", "token_valid"),
+             "using the received authorization code.", Role.TOKEN_REQUEST),
+        Step(8, "Portal", "Stores the retrieved access token in the session.", Role.STORE, "token_valid"),
         Step(9, "Portal", "Uses the stored access token to send authenticated requests to Microsoft "
-             "Dynamics 365 Business Central."),
+             "Dynamics 365 Business Central.", Role.USE),
         Step(10, "User", "Uses the portal, now connected successfully to Microsoft Dynamics 365 Business "
-             "Central."),
+             "Central.", Role.WORKING),
     ),
     edges=(
         Edge(IDLE, 1),

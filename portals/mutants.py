@@ -222,6 +222,15 @@ class IdTokenToBc(Portal):
             self.http.post = original  # type: ignore[method-assign]
 
 
+class TokenAfterUse(Visit):
+    """Asks the Authority for another token after it has used one and rendered the page: a step out of order."""
+
+    def render(self) -> None:
+        super().render()
+        if self.portal.flow is CLIENT_CREDENTIALS:
+            self.cc_request_token()
+
+
 class NoState(Visit):
     def ac_redirect(self) -> None:
         super().ac_redirect()
@@ -349,6 +358,9 @@ MUTANTS: tuple[Mutant, ...] = (
            dict.fromkeys(ALL, ("tolerant-parsing",)), _factory(StrictParsing)),
     Mutant("echoes-secret-on-error", "shows the token request, secret included, on its error page",
            dict.fromkeys(ALL, ("token-errors-handled", "no-leakage")), _factory(EchoesSecretOnError)),
+    Mutant("token-after-use", "asks for a new token after using one, a step out of the table's order",
+           {"AzApp": ("missing-token-fetched", "token-request-client-credentials")},
+           _factory(visit_cls=TokenAfterUse)),
     Mutant("stale-page-after-refusal", "shows the last data with 200 when Business Central refuses its call",
            dict.fromkeys(ALL, ("working-portal",)), _factory(visit_cls=StalePageAfterRefusal)),
     Mutant("secret-to-bc", "sends the client secret to Business Central in an extra header",
