@@ -16,7 +16,8 @@ from typing import Any
 import requests
 from flask import Flask, session
 
-from flows import CLIENT_CREDENTIALS, machine_for
+from flows import CLIENT_CREDENTIALS
+from flows.observations import RETRY_AFTER_401
 from portals.config import PortalConfig
 from portals.reference import HTTP_TIMEOUT, Portal, PortalError, Visit, create_app
 
@@ -165,7 +166,7 @@ class UnboundedRetry(Visit):
             session.pop("renewed_after_401", None)
             self.portal.store_token(None)
             self.token_valid = False
-            machine_for(self.portal.flow).set_state("2", model=self)
+            self.trigger(RETRY_AFTER_401.trigger)  # the accepted variant: back to the "checks" step
         elif status != 200:
             raise PortalError(502, f"Business Central answered {status}.")
 

@@ -22,6 +22,7 @@ import requests
 from flask import Flask, Response, redirect, request, session
 
 from flows import MODES, current_step, machine_for
+from flows.observations import RETRY_AFTER_401
 from portals.config import PortalConfig
 from portals.sessions import ServerSessionInterface
 
@@ -184,7 +185,7 @@ class Visit:
             session["renewed_after_401"] = True
             self.portal.store_token(None)
             self.token_valid = False
-            machine_for(self.portal.flow).set_state("2", model=self)
+            self.trigger(RETRY_AFTER_401.trigger)  # the accepted variant: back to the "checks" step
         elif status != 200:
             raise PortalError(502, f"Business Central answered {status}.")
 
