@@ -74,7 +74,17 @@ def _modes(value: str) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conformance.run import RunOptions, default_progress, explore_modes, judge, run_mode, write_outputs
+    from conformance.errors import InternalError, PortalNotReady
+    from conformance.run import (
+        RunOptions,
+        default_progress,
+        explore_modes,
+        judge,
+        run_mode,
+        scenario_plan,
+        write_internal_error,
+        write_outputs,
+    )
     from conformance.targets import REFERENCE, InProcessTarget, TargetError
     from fake_authority.jwt import SigningKey
 
@@ -94,18 +104,45 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--startup-timeout must be a positive number of seconds")
     if not args.redirect_path.startswith("/") or not args.page.startswith("/"):
         raise UsageError("--page and --redirect-path must be absolute paths such as / and /auth/callback")
-    options = RunOptions(modes, wanted, args.profile, args.seed, args.request_timeout)
+    # A selection that runs nothing proves nothing: say which scenarios each chosen mode has, before anything starts.
+    plan = scenario_plan(modes, wanted, restarts=not args.portal_url)
+    if empty := [m for m in modes if not plan[m]]:
+        available = scenario_plan(empty, (), restarts=not args.portal_url)
+        hint = (" (a portal given by --portal-url is not restarted, so only scenarios that need no fresh portal can "
+                "run; --portal-cmd runs them all)" if args.portal_url else "")
+        if len(empty) == len(modes) or args.mode != "all":
+            raise UsageError(
+                f"--scenario {','.join(wanted)} leaves no scenario to run in {', '.join(empty)}{hint}; scenarios of "
+                + "; ".join(f"{m} ({MODES[m].flow.cli_name}): {', '.join(available[m])}" for m in empty))
+        modes = tuple(m for m in modes if plan[m])
+        print(f"bc-conformance run: note: --scenario {','.join(wanted)} has no scenario in {', '.join(empty)}; "
+              f"running {', '.join(modes)}", file=sys.stderr)
+    options = RunOptions(modes, wanted, args.profile, args.seed, args.request_timeout,
+                         stop_when_not_ready=not args.keep_going)
     key = SigningKey()
-    if args.portal_cmd or args.portal_url:
-        results = _run_external(args, options, key)
-    else:
-        try:
-            target = InProcessTarget.load(args.portal_app or REFERENCE)
-        except TargetError as err:
-            raise UsageError(str(err)) from None
-        per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
-        explorations = explore_modes(target, options, key, default_progress) if args.profile == "full" else None
-        results = judge(target, per_mode, options, explorations)
+    try:
+        if args.portal_cmd or args.portal_url:
+            results = _run_external(args, options, key)
+        else:
+            try:
+                target = InProcessTarget.load(args.portal_app or REFERENCE)
+            except TargetError as err:
+                raise UsageError(str(err)) from None
+            per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
+            explorations = explore_modes(target, options, key, default_progress) if args.profile == "full" else None
+            results = judge(target, per_mode, options, explorations)
+    except UsageError:
+        raise
+    except PortalNotReady as err:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+        raise UsageError(f"{err}\n  No verdict was written. Fix the portal (its command, files or dependencies), or "
+                         f"pass --keep-going to judge every scenario anyway (the checks of a portal that is not ready "
+                         f"fail).") from None
+    except Exception as err:  # a fake or a check raised, or any other bug of the kit: never a verdict
+        internal = InternalError.of(err)
+        internal.report = write_internal_error(internal, out, ["bc-conformance", *getattr(args, "argv", [])])
+        raise internal from err
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     try:
@@ -184,8 +221,19 @@ def _print_summary(results: dict, written: dict[str, Path]) -> None:
                 print(f"         shrunk sequence: {check['received']}")
             if check["outcome"] == "failed" and check.get("replay"):
                 print(f"         replay: {check['replay']}")
+    unexercised = [c for c in results["checks"] if c["level"] == "MUST" and c["outcome"] == "not_exercised"]
+    if results["verdict"] == "incomplete":
+        for check in unexercised:
+            steps = ",".join(str(n) for n in check["steps"])
+            prefix = "CC" if check["flow"] == "client_credentials" else "AC"
+            print(f"NOT EXERCISED {check['level']} {check['mode']} {prefix}-{steps} {check['id']}: {check['message']}")
     counts = ", ".join(f"{n} {k}" for k, n in results["summary"].items() if n)
-    print(f"{results['verdict'].upper()}: {counts} ({', '.join(results['modes'])})")
+    line = f"{results['verdict'].upper()}: {counts} ({', '.join(results['modes'])})"
+    if results["verdict"] == "incomplete":
+        names = ", ".join(f"{c['mode']} {c['id']}" for c in unexercised)
+        line += (f"; {len(unexercised)} MUST check{'s' if len(unexercised) != 1 else ''} not exercised, so not "
+                 f"verified: {names} (exit code 3)")
+    print(line)
     for name, path in written.items():
         print(f"  {name}: {path}")
 
@@ -239,6 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
     # the events pushed out are counted (GET /_bc_conformance/stats, and the line printed when serve stops).
     servers = FakeServers(registry, host=args.host, authority_port=args.port, bc_port=args.bc_port,
                           trace=Trace(limit=SERVE_TRACE_KEPT))
+    servers.authority.faults.strict_revocation = args.strict_revocation
     try:
         servers.start()
     except OSError as err:
@@ -280,7 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     dia.add_argument("flow", choices=FLOW_NAMES, metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
     dia.set_defaults(func=_diagram)
 
-    run = sub.add_parser("run", help="run the conformance scenarios and checks against a portal")
+    run = sub.add_parser(
+        "run", help="run the conformance scenarios and checks against a portal",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+               "  0  every applicable MUST check passed\n"
+               "  1  a MUST check failed\n"
+               "  2  no verdict: a usage or configuration error (before any scenario runs), a portal that never\n"
+               "     became ready (--portal-cmd: its command exited or never listened on PORTAL_PORT, unless\n"
+               "     --keep-going; --portal-url: it never answered), or an internal error of the kit (details in\n"
+               "     DIR/internal-error.json); no verdict is written\n"
+               "  3  incomplete: no MUST check failed, but some could not be exercised (listed, with the reason)\n"
+               "  130, 143  interrupted (Ctrl-C, SIGTERM); nothing is written")
     run.add_argument("--mode", default="all", help="AzApp, AzUser, AzDelegate (comma-separated) or all (default)")
     run.add_argument("--portal-app", metavar="MODULE:ATTR",
                      help="a WSGI app (or a factory returning one) to run in-process; default: the reference portal")
@@ -293,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="path of the portal's RedirectURI (default /auth/callback)")
     run.add_argument("--startup-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="how long a started portal may take to listen (default 30)")
+    run.add_argument("--keep-going", action="store_true",
+                     help="when the portal never becomes ready for a scenario (its command exits or never listens), "
+                          "fail that scenario's checks and go on instead of stopping with exit code 2")
     run.add_argument("--out", default="bc-conformance-results", metavar="DIR",
                      help="where to write results.json, junit.xml and the report (default: bc-conformance-results)")
     run.add_argument("--profile", choices=["quick", "full"], default="quick",
@@ -322,13 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--config", metavar="FILE", help="registry of clients and users (.toml or .json)")
     srv.add_argument("--redirect-uri", action="append", metavar="URI",
                      help="also register this redirect URI for the default client (repeatable)")
+    srv.add_argument("--strict-revocation", action="store_true",
+                     help="revoke a grant's tokens on code replay or rotated refresh-token reuse (RFC 6749 §4.1.2, "
+                          "RFC 9700 §4.14.2); Entra does neither, so off by default")
     srv.set_defaults(func=_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from conformance.errors import InternalError
+    from conformance.printable import printable
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except UsageError as err:
@@ -336,3 +406,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: the context managers have stopped the servers and portal processes
         print(f"bc-conformance {args.command}: interrupted; no results were written", file=sys.stderr)
         return 130
+    except Exception as err:  # a fake or a check raised, or another bug of the kit: exit 2, never a verdict
+        internal = InternalError.of(err)
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+        lines = [f"bc-conformance {args.command}: internal error in the kit (please report it): {internal.error}",
+                 f"  where: {internal.where}"]
+        if internal.report is not None:
+            lines.append(f"  attach {internal.report} to the report (the traceback and the scenario's redacted trace)")
+        elif internal.tb:
+            lines.append("  " + internal.tb.rstrip().replace("\n", "\n  "))
+        if args.command == "run":
+            lines.append("  No verdict was written (this is not a finding about the portal).")
+        print(printable("\n".join(lines)), file=sys.stderr)
+        return 2

@@ -115,6 +115,7 @@ class _Judge:
         self.step_use, self.step_request = flow.number(Role.USE), flow.number(Role.TOKEN_REQUEST)
         self.step_store, self.step_last = flow.number(Role.STORE), flow.number(Role.WORKING)
         self.step_check = flow.number(Role.CHECK)
+        self.step = {step.role: step.number for step in flow.steps}  # every step of the flow, by role
 
     # ---------------------------------------------------------------- machine moves
 
@@ -251,8 +252,7 @@ class _Judge:
         right unless the stored token was valid with more than the renewal margin left."""
         valid, why, left = self.stored_is_valid(model, event.time)
         self.fire(model, self.step_check, None, vs, token_valid=False)
-        into = self.step_request if not self.code_flow or event.endpoint == "token" else self.flow.number(
-            Role.REDIRECT)
+        into = self.step_request if not self.code_flow or event.endpoint == "token" else self.step[Role.REDIRECT]
         if valid:
             self._violate(self.step_check, into, event, vs, Kind.NOT_REUSED, f"{why}, yet {renewal}",
                           seconds_left=left)
@@ -263,7 +263,7 @@ class _Judge:
         inside = self.between(visit.start_seq, visit.end_seq)
         end = inside[-1] if inside and inside[-1].seq == visit.end_seq else None
         first_request = next((e for e in inside if e.server == "user" and e.endpoint == "request"), None)
-        access = self.flow.number(Role.ACCESS)
+        access = self.step[Role.ACCESS]
         if visit.kind == "visit":
             if current_step(model) not in (IDLE, DENIED, self.step_last):
                 # The previous access stopped mid-flow (an error page, a failed sign-in): the user starts over
@@ -295,7 +295,7 @@ class _Judge:
                         self.step_of.setdefault(event.seq, self._id(self.step_request))
                     if event.status == 200:
                         pending = self.learn_token(event, vs)
-                        self.fire(model, self.flow.number(Role.TOKEN_ANSWER), event, vs)
+                        self.fire(model, self.step[Role.TOKEN_ANSWER], event, vs)
                 elif event.grant == "refresh_token" and here == self.step_check:
                     self.take_variant(model, REFRESH_RENEWAL, vs)
                     self.step_of.setdefault(event.seq, self._id(self.step_request))
@@ -311,7 +311,7 @@ class _Judge:
                         pending = self.learn_token(event, vs)
             elif kind == "authorize":
                 stage = event.detail.get("stage", "")
-                redirect = self.flow.number(Role.REDIRECT)
+                redirect = self.step[Role.REDIRECT]
                 if event.method == "GET" and stage not in ("", "error_page"):
                     if here == access:
                         self._check_step(model, event, vs, "the portal sent the user to the Authority for a new one")
@@ -335,10 +335,10 @@ class _Judge:
                     auth["consent"] = True
                 if event.detail.get("consent_denied") or stage == "code_issued":
                     if auth.get("login"):
-                        self.fire(model, self.flow.number(Role.LOGIN), auth.get("login_event", event), vs,
+                        self.fire(model, self.step[Role.LOGIN], auth.get("login_event", event), vs,
                                   signed_in=False)
                     if auth.get("consent") or event.detail.get("consent_denied"):
-                        self.fire(model, self.flow.number(Role.CONSENT), event, vs, signed_in=not auth.get("login"),
+                        self.fire(model, self.step[Role.CONSENT], event, vs, signed_in=not auth.get("login"),
                                   consented=False)
                     if event.detail.get("consent_denied"):
                         self.fire(model, DENIED, event, vs, consent_denied=True)
@@ -346,7 +346,7 @@ class _Judge:
                         # The callback step is the browser arriving at the RedirectURI: its next request.
                         arrival = next((e for e in inside if e.seq > event.seq and e.server == "user"
                                         and e.endpoint == "request"), event)
-                        self.fire(model, self.flow.number(Role.CALLBACK), arrival, vs, signed_in=True,
+                        self.fire(model, self.step[Role.CALLBACK], arrival, vs, signed_in=True,
                                   consented=True, consent_denied=False)
                     auth = {}
             elif kind == "bc":
@@ -363,7 +363,7 @@ class _Judge:
                     if fault is not None:
                         self._violate(use_step, use_step, event, vs, fault, why)
                 else:
-                    answer = self.flow.number(Role.TOKEN_ANSWER) if not self.code_flow else self.step_request
+                    answer = self.step[Role.TOKEN_ANSWER] if not self.code_flow else self.step_request
                     if here == answer:
                         self.fire(model, self.step_store, None, vs)
                     elif here == self.step_check:
