@@ -290,7 +290,7 @@ def expired_token_replaced(results: Results, mode: str) -> Verdict:
 def token_request_uses_client_credentials(results: Results, mode: str) -> Verdict:
     requests_ = [(n, e) for n, sr in results.items() for e in _token_events(sr.trace.events)]
     if not requests_:
-        return _not_run(results)
+        return Verdict("not_exercised", "the portal made no token request")
     expected = (
         "grant_type=client_credentials, the configured client id, the client secret in the body or HTTP "
         "Basic, scope https://api.businesscentral.dynamics.com/.default; the secret never in a URL"
@@ -492,7 +492,7 @@ def bearer_token_used(results: Results, mode: str) -> Verdict:
         )
     calls = sum(len(_bc_events(sr.trace.events)) for sr in results.values())
     if not calls:
-        return _not_run(results)
+        return Verdict("not_exercised", "the portal never called Business Central")
     return _ok(f"{calls} Business Central request(s) carried the right bearer token")
 
 
@@ -583,8 +583,10 @@ def working_portal(results: Results, mode: str) -> Verdict:
 
 def token_in_header_only(results: Results, mode: str) -> Verdict:
     expected = "the access token only in the Authorization header, never in a query string"
+    calls = 0
     for name, sr in results.items():
         for e in _bc_events(sr.trace.events):
+            calls += 1
             if e.detail.get("token_in_query"):
                 return _fail(
                     "warning",
@@ -594,6 +596,8 @@ def token_in_header_only(results: Results, mode: str) -> Verdict:
                     [e.seq],
                     [name],
                 )
+    if not calls:
+        return Verdict("not_exercised", "the portal never called Business Central")
     return _ok("no Business Central request carried a token in its query string")
 
 
@@ -604,6 +608,7 @@ def one_retry_on_401(results: Results, mode: str) -> Verdict:
     if not names:
         return _not_run(["bc-revoked-token", "bc-refuses-all"])
     expected = "when Business Central answers 401 invalid_token, the portal gets a new token once and retries once"
+    exercised = []
     for name in names:
         sr = results[name]
         index = sr.measured_from
@@ -632,6 +637,8 @@ def one_retry_on_401(results: Results, mode: str) -> Verdict:
                 [e.seq for e in (refused + renew)[:20]],
                 [name],
             )
+        if refused:
+            exercised.append(name)
         if name == "bc-revoked-token" and refused:
             after = [e for e in _bc_events(events) if e.seq > refused[0].seq and e.status == 200]
             if not renew or not after:
@@ -643,7 +650,9 @@ def one_retry_on_401(results: Results, mode: str) -> Verdict:
                     [e.seq for e in refused],
                     [name],
                 )
-    return _ok("one renewal and one retry after a 401, and no loop when every token is refused", names)
+    if not exercised:
+        return Verdict("not_exercised", f"Business Central refused no call of the measured access ({', '.join(names)})")
+    return _ok("one renewal and one retry after a 401, and no loop when every token is refused", exercised)
 
 
 _ERROR_SCENARIOS = ("authority-invalid-client", "authority-unavailable", "authority-throttled")
@@ -723,7 +732,7 @@ def state_bound(results: Results, mode: str) -> Verdict:
     )
     gets = [(n, e) for n, sr in results.items() for e in _authorize_gets(sr.trace.events)]
     if not gets:
-        return _not_run(results)
+        return Verdict("not_exercised", "the portal sent no authorize request")
     for name, e in gets:
         if not e.detail.get("state_present"):
             return _fail(
@@ -774,7 +783,7 @@ def pkce_s256(results: Results, mode: str) -> Verdict:
     expected = "a PKCE code_challenge with method S256, a matching verifier, new per request"
     gets = [(n, e) for n, sr in results.items() for e in _authorize_gets(sr.trace.events)]
     if not gets:
-        return _not_run(results)
+        return Verdict("not_exercised", "the portal sent no authorize request")
     for name, e in gets:
         if e.detail.get("code_challenge_method") != "S256":
             method = e.detail.get("code_challenge_method") or "no challenge"
@@ -811,9 +820,11 @@ def pkce_s256(results: Results, mode: str) -> Verdict:
 
 def exact_redirect_uri(results: Results, mode: str) -> Verdict:
     expected = "the registered RedirectURI, byte for byte, in the authorize and the token request"
+    seen = 0
     for name, sr in results.items():
         configured = sr.config.redirect_uri
         for e in _authorize_gets(sr.trace.events):
+            seen += 1
             if e.detail.get("redirect_uri") != configured:
                 return _fail(
                     "warning",
@@ -824,6 +835,7 @@ def exact_redirect_uri(results: Results, mode: str) -> Verdict:
                     [name],
                 )
         for e in _token_events(sr.trace.events):
+            seen += e.grant == "authorization_code"
             if e.grant == "authorization_code" and e.detail.get("redirect_uri") != configured:
                 return _fail(
                     "warning",
@@ -833,6 +845,8 @@ def exact_redirect_uri(results: Results, mode: str) -> Verdict:
                     [e.seq],
                     [name],
                 )
+    if not seen:
+        return Verdict("not_exercised", "the portal sent no authorize request and redeemed no code")
     return _ok("the RedirectURI was sent exactly as configured")
 
 
@@ -964,6 +978,8 @@ def no_leakage(results: Results, mode: str) -> Verdict:
     expected = (
         "the client secret, access and refresh tokens never appear in pages, URLs, or redirects sent to the browser"
     )
+    if not any(sr.visits for sr in results.values()):
+        return Verdict("not_exercised", "no visit reached the portal")
     for name, sr in results.items():
         for i, v in enumerate(sr.visits):
             if v.leaks:
@@ -1029,6 +1045,8 @@ def app_token_shared(results: Results, mode: str) -> Verdict:
     name = "two-users"
     if name not in results:
         return _not_run([name])
+    if not _bc_events(results[name].trace.events):
+        return Verdict("not_exercised", "the portal never called Business Central in scenario two-users")
     shared = any(SHARED_APP_TOKEN.title in v.variants for v in results[name].monitor.visits)
     if shared:
         return _ok("one app token served every session (kinder to the Authority)", [name])

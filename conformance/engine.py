@@ -14,8 +14,10 @@ import responses
 
 from conformance.clock import Clock, FakeClock
 from conformance.driver import StateTamper, UserDriver, VisitResult
+from conformance.errors import InternalError
 from conformance.inprocess import mount
 from conformance.monitor import MonitorResult, monitor
+from conformance.redact import redact_text
 from conformance.scenarios import Scenario
 from conformance.targets import InProcessTarget
 from conformance.trace import Trace
@@ -45,6 +47,7 @@ class ScenarioResult:
     waited: float = 0.0  # seconds the scenario let pass (fake clock in-process, real time outside)
     issued_values: set[str] = field(default_factory=set)  # raw tokens and codes: for redaction, never exported
     wall_time: float = 0.0
+    not_ready: str = ""  # the portal never became ready (not built, exited, never listened): what happened
 
 
 @dataclass
@@ -206,15 +209,35 @@ def live(target: InProcessTarget, mode_name: str, registry: Registry | None = No
 
 
 def play(ctx: ScenarioRun, scenario: Scenario, error: str = "") -> ScenarioResult:
-    """Run a scenario's script in a prepared stage, then judge the trace."""
+    """Run a scenario's script in a prepared stage, then judge the trace. ``error``: the portal never became ready
+    (the script is not run). Raises ``InternalError`` when a fake recorded an exception of its own."""
+    not_ready = error
     if not error:
         try:
             scenario.script(ctx)
         except Exception as err:
             error = f"the scenario stopped: {type(err).__name__}: {err}"
     result = monitor(ctx.mode.flow, ctx.mode, ctx.trace.events, ctx.visits)
-    return ScenarioResult(ctx.mode.name, scenario, Trace.of(ctx.trace.events), ctx.visits, result,
-                          ctx.measured_from, ctx.config, error, ctx.waited, set(ctx.authority.raw_values()))
+    scenario_result = ScenarioResult(ctx.mode.name, scenario, Trace.of(ctx.trace.events), ctx.visits, result,
+                                     ctx.measured_from, ctx.config, error, ctx.waited,
+                                     set(ctx.authority.raw_values()), not_ready=not_ready)
+    raise_internal_errors(scenario_result)
+    return scenario_result
+
+
+def raise_internal_errors(result: ScenarioResult) -> None:
+    """A fake that raised records ``detail["internal_error"]`` and answers 500: that is a bug in the kit, not the
+    portal's behaviour, so it stops the run instead of becoming a verdict."""
+    for event in result.trace.events:
+        problem = event.detail.get("internal_error")
+        if problem:
+            server = {"authority": "the fake Authority", "bc": "the fake Business Central"}.get(event.server,
+                                                                                                event.server)
+            secrets = [result.config.client_secret, *result.issued_values]
+            at = f" at {event.detail['internal_error_at']}" if event.detail.get("internal_error_at") else ""
+            where = redact_text(f"{server}{at}, answering {event.method} {event.path} — trace seq {event.seq} of "
+                                f"scenario {result.mode} > {result.scenario.name}", secrets)
+            raise InternalError(redact_text(str(problem), secrets), where, result=result)
 
 
 def run_scenario(target: InProcessTarget, mode_name: str, scenario: Scenario, registry: Registry | None = None,

@@ -23,6 +23,7 @@ from hypothesis.reporting import with_reporter
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from conformance.engine import ScenarioRun, live
+from conformance.errors import InternalError
 from conformance.monitor import monitor
 from conformance.targets import InProcessTarget
 from fake_authority.jwt import SigningKey
@@ -111,6 +112,15 @@ def machine_for_mode(mode: str, target: InProcessTarget, key: SigningKey) -> typ
 
         # ---- invariants
         @invariant()
+        def the_fakes_did_not_fail(self) -> None:
+            for event in self.ctx.trace.events:  # a fake's own exception is a bug in the kit, not a portal finding
+                if event.detail.get("internal_error"):
+                    at = event.detail.get("internal_error_at", "")
+                    raise InternalError(str(event.detail["internal_error"]),
+                                        f"{event.server} fake{' at ' + at if at else ''}, answering {event.method} "
+                                        f"{event.path} — trace seq {event.seq} while exploring {mode}")
+
+        @invariant()
         def the_table_is_followed(self) -> None:
             result = monitor(self.ctx.mode.flow, self.ctx.mode, self.ctx.trace.events, self.ctx.visits)
             assert not result.violations, "; ".join(f"{v.step}→{v.into}: {v.message}" for v in result.violations)
@@ -139,9 +149,12 @@ def explore(target: InProcessTarget, mode: str, examples: int, seed: int, key: S
     try:
         with with_reporter(report.append):
             run_state_machine_as_test(machine, settings=config)
+    except InternalError:
+        raise  # the kit's bug: never a finding about the portal
     except (AssertionError, Flaky, Exception) as err:
         notes = [*report, *getattr(err, "__notes__", [])]
-        invariants = ("state.the_table_is_followed()", "state.no_grant_is_redeemed_twice()", "state.teardown()")
+        invariants = ("state.the_fakes_did_not_fail()", "state.the_table_is_followed()",
+                      "state.no_grant_is_redeemed_twice()", "state.teardown()")
         steps = [line.strip() for chunk in notes for line in str(chunk).splitlines()
                  if line.strip().startswith("state.") and line.strip() not in invariants]
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,6 +1,8 @@
 """Portals in any language, verified over HTTPS: the fakes serve on loopback with a CA generated for the run,
 and the portal is a process the kit starts per scenario (``--portal-cmd``) or one the user started
-(``--portal-url``). A portal that crashes, never listens, hangs or loops fails its checks; the run goes on.
+(``--portal-url``). A portal that hangs, answers garbage or loops fails its checks; one that never becomes ready
+(exits, never listens on ``PORTAL_PORT``) is reported as such (``ScenarioResult.not_ready``), and ``run`` stops on it
+unless ``--keep-going`` (then its checks fail too).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
 from conformance import processes
 from conformance.engine import ScenarioResult, ScenarioRun, Stage, play
+from conformance.printable import printable
 from conformance.scenarios import Scenario
 from conformance.servers import FakeServers
 from flows import MODES
@@ -79,6 +81,7 @@ class PortalProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0  # clock ticks after boot, for the owner of the port
         self.survivors: list[int] = []  # pids that could not be stopped (reported by stop)
+        self.not_ready = ""  # after a failed start: what happened, the port, the last lines of output
 
     def start(self, timeout: float) -> str:
         """Start and wait for the port; returns "" when listening, else what went wrong."""
@@ -93,20 +96,49 @@ class PortalProcess:
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
+                self.not_ready = self._not_ready(f"the portal command {_exit_status(code)} before listening on "
+                                                 f"port {self.port}")
                 return f"the portal command exited with code {code} before listening: {self.output_tail()}"
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.settimeout(0.2)
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return ""
             time.sleep(0.05)
+        code = self.proc.poll()
+        if code is not None:
+            what = f"the portal command {_exit_status(code)} without ever listening on port {self.port}"
+        else:
+            ports = processes.listening_ports([self.proc.pid, *(p.pid for p in processes.descendants(self.proc.pid))])
+            elsewhere = (f"; it listens on port {', '.join(map(str, ports))} instead" if ports
+                         else "; it is running but listens on no TCP port")
+            what = f"the portal never opened port {self.port} within {timeout:g} s (--startup-timeout){elsewhere}"
+        self.not_ready = self._not_ready(what)
         return f"the portal never opened port {self.port} within {timeout:g} s: {self.output_tail()}"
 
-    def output_tail(self, limit: int = 400) -> str:
+    def _not_ready(self, what: str) -> str:
+        """What a user needs to fix a portal that never became ready (read before ``stop`` removes the log)."""
+        lines = self.output_lines()
+        output = ("last lines of its output:\n" + "\n".join(f"  | {line}" for line in lines) if lines
+                  else "it printed nothing")
+        return (f"{what}.\n  It was told to listen on 127.0.0.1:{self.port} (PORTAL_PORT={self.port}).\n"
+                f"  command: {printable(self.cmd)}" + (f" (in {self.cwd})" if self.cwd else "") + f"\n  {output}")
+
+    def _output(self, limit: int) -> str:
         try:
-            text = Path(self.log.name).read_bytes()[-limit:].decode("utf-8", "replace").strip()
+            with open(self.log.name, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+                return printable(f.read())
         except OSError:
-            return "(no output)"
-        return " ".join(text.split()) or "(no output)"
+            return ""
+
+    def output_tail(self, limit: int = 400) -> str:
+        """The end of the portal's output on one line, without escape sequences or control characters."""
+        return " ".join(self._output(limit).split()) or "(no output)"
+
+    def output_lines(self, count: int = 12, width: int = 240) -> list[str]:
+        """The last lines of the portal's output (each cut to ``width``), printable."""
+        lines = [line.rstrip() for line in self._output(8192).splitlines() if line.strip()]
+        return [line if len(line) <= width else line[: width - 1] + "…" for line in lines[-count:]]
 
     def stop(self) -> None:
         """Stop everything the portal started; Ctrl-C and SIGTERM wait until this is done."""
@@ -147,6 +179,26 @@ class PortalProcess:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)  # only while the leader is unreaped: its pid is not reused
                 proc.wait(GRACE)
+
+
+def _exit_status(code: int) -> str:
+    """How a portal command ended, as a shell user reads it."""
+    if code < 0:
+        return f"was killed by signal {_signal_name(-code)}"
+    if code > 128 and _signal_name(code - 128) != str(code - 128):
+        return f"exited with code {code} (killed by {_signal_name(code - 128)})"
+    if code == 127:
+        return "exited with code 127 (command not found)"
+    if code == 126:
+        return "exited with code 126 (not executable)"
+    return f"exited with code {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 @dataclass
@@ -211,6 +263,8 @@ def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: st
                                     target.cwd)
             error = process.start(target.startup_timeout)
         result = play(ctx, scenario, error)
+        if process is not None and process.not_ready:
+            result.not_ready = process.not_ready
     finally:
         if process is not None:
             process.stop()

@@ -150,9 +150,6 @@ class _Judge:
 
     # ---------------------------------------------------------------- token knowledge
 
-    def holder(self, vs: VisitSteps) -> str:
-        return "delegate" if self.mode.token_holder == "delegate account" else vs.session
-
     def stored(self, model: _Session) -> TokenInfo | None:
         uti = self.delegate_token if self.mode.token_holder == "delegate account" else model.token
         return self.tokens.get(uti)
@@ -228,7 +225,9 @@ class _Judge:
         for event in self.between(visit.start_seq + 1, visit.end_seq - 1):
             if event.server == "authority" and event.endpoint == "token":
                 out.append(("token", event))
-            elif event.server == "authority" and event.endpoint == "authorize":
+            elif event.server == "authority" and event.endpoint == "authorize" and self.code_flow:
+                # The Client Credentials Flow has no step a sign-in evidences: a portal that sends the user to the
+                # Authority anyway is judged by its token requests and Business Central calls.
                 out.append(("authorize", event))
             elif event.server == "bc":
                 out.append(("bc", event))
@@ -366,8 +365,6 @@ class _Judge:
                     answer = self.step[Role.TOKEN_ANSWER] if not self.code_flow else self.step_request
                     if here == answer:
                         self.fire(model, self.step_store, None, vs)
-                    elif here == self.step_check:
-                        model.token_valid = True
                     self.fire(model, use_step, event, vs, token_valid=True)
                     if fault is not None:
                         self._violate(current_step(model), use_step, event, vs, fault, why)

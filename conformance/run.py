@@ -17,8 +17,10 @@ from xml.etree import ElementTree as ET
 
 from conformance.checks import CHECKS, OUTCOMES, evaluate
 from conformance.engine import ScenarioResult, run_scenario
+from conformance.errors import InternalError, PortalNotReady
 from conformance.explore import BUDGETS, Exploration, explore
 from conformance.external import ExternalTarget, run_external_scenario
+from conformance.printable import printable_value
 from conformance.redact import redact_text
 from conformance.scenarios import SCENARIOS
 from conformance.servers import FakeServers
@@ -37,6 +39,15 @@ class RunOptions:
     profile: str = "quick"
     seed: int = 0
     request_timeout: float = 10.0
+    # A portal that never became ready for a scenario: raise ``PortalNotReady`` (``run`` without --keep-going), or
+    # judge it like any other scenario (its checks fail with the reason: the library's and --keep-going's way).
+    stop_when_not_ready: bool = False
+
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+"""``bc-conformance run`` exit codes: every applicable MUST check passed; a MUST check failed; a usage error, a
+portal that never became ready or an internal error of the kit (no verdict written); no MUST check failed but some
+were not exercised (the run is *incomplete*)."""
 
 
 def kit_version() -> str:
@@ -46,9 +57,21 @@ def kit_version() -> str:
         return "0+unknown"
 
 
+def scenario_plan(modes: Iterable[str], wanted: Iterable[str] = (), restarts: bool = True) -> dict[str, list[str]]:
+    """The scenarios each mode would run: the ``wanted`` ones (all when empty) of its flow, and only those that need
+    no fresh portal when the portal is not restarted (``--portal-url``)."""
+    wanted = set(wanted)
+    return {mode: [name for name, scenario in SCENARIOS[MODES[mode].flow.key].items()
+                   if (not wanted or name in wanted) and (restarts or not scenario.fresh_portal)]
+            for mode in modes}
+
+
 def run_mode(target: Target, mode: str, options: RunOptions, key: SigningKey, progress: Progress | None = None,
              servers: FakeServers | None = None, skipped: dict[str, str] | None = None) -> dict[str, ScenarioResult]:
-    """Every scenario of the mode's flow, each on a fresh portal; ``skipped`` collects what could not run."""
+    """Every scenario of the mode's flow, each on a fresh portal; ``skipped`` collects what could not run.
+
+    Raises ``PortalNotReady`` when the portal never became ready and ``options.stop_when_not_ready``, and
+    ``InternalError`` when a fake raised (a bug in the kit)."""
     flow = MODES[mode].flow
     results: dict[str, ScenarioResult] = {}
     for name, scenario in SCENARIOS[flow.key].items():
@@ -65,6 +88,8 @@ def run_mode(target: Target, mode: str, options: RunOptions, key: SigningKey, pr
             results[name] = run_external_scenario(servers, target, mode, scenario, options.request_timeout)
         else:
             results[name] = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
+        if results[name].not_ready and options.stop_when_not_ready:
+            raise PortalNotReady(mode, flow.cli_name, name, results[name].not_ready)
     return results
 
 
@@ -148,15 +173,20 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
     for c in checks:
         by_level.setdefault(c["level"], dict.fromkeys(OUTCOMES, 0))[c["outcome"]] += 1
     failed_must = any(c["outcome"] == "failed" and c["level"] == "MUST" for c in checks)
-    return {
+    unexercised_must = any(c["outcome"] == "not_exercised" and c["level"] == "MUST" for c in checks)
+    verdict, exit_code = (("failed", EXIT_FAILED) if failed_must else ("incomplete", EXIT_INCOMPLETE)
+                          if unexercised_must else ("passed", EXIT_PASSED))
+    # Portal text (its output, pages, headers) reaches messages and traces: made printable here, where the document
+    # every output comes from is made (results.json, junit.xml, the reports, the console summary).
+    return printable_value({
         "target": target.name,
         "kit_version": kit_version(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "modes": list(per_mode),
         "profile": options.profile,
         "seed": options.seed,
-        "exit_code": 1 if failed_must else 0,
-        "verdict": "failed" if failed_must else "passed",
+        "exit_code": exit_code,
+        "verdict": verdict,
         "summary": {o: summary.get(o, 0) for o in OUTCOMES},
         "summary_by_level": by_level,
         "checks": checks,
@@ -170,7 +200,33 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
                         "edges": [{"source": e.source, "dest": e.dest, "kind": e.kind, "label": e.label}
                                   for e in f.edges]}
                   for key, f in FLOWS.items()},
+    })
+
+
+INTERNAL_ERROR_NAME = "internal-error.json"
+
+
+def write_internal_error(err: InternalError, out_dir: Path, argv: Iterable[str] = ()) -> Path | None:
+    """``DIR/internal-error.json``: what to attach to a bug report (the exception, where, the traceback and the
+    redacted trace of the scenario concerned). No verdict is written; returns None if the file cannot be written."""
+    secrets = _secrets_of({"_": err.result}) if err.result is not None else []
+    doc: dict[str, Any] = {
+        "internal_error": "an internal error in the kit (please report it); no verdict was written",
+        "error": err.error, "where": err.where, "traceback": redact_text(err.tb, secrets),
+        "kit_version": kit_version(), "python": sys.version.split()[0],
+        "command": redact_text(" ".join(argv), secrets),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if err.result is not None:
+        doc["scenario"] = _scenario_doc(err.result.mode, err.result.scenario.name, err.result, secrets)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / INTERNAL_ERROR_NAME
+        path.write_text(json.dumps(printable_value(doc), indent=2, ensure_ascii=False, default=str) + "\n",
+                        encoding="utf-8")
+    except OSError:
+        return None
+    return path
 
 
 def _secrets_of(results: dict[str, ScenarioResult]) -> list[str]:

@@ -15,6 +15,7 @@ import responses
 
 from conformance.clock import Clock
 from conformance.inprocess import METHODS, to_request
+from conformance.printable import printable
 from conformance.redact import redact_text
 from conformance.trace import Trace
 from conformance.wire import Request, Response
@@ -82,7 +83,7 @@ class PortalMount:
             problem = f"the portal did not answer within {self.timeout:g} s"
             response = Response(504, [("Content-Type", "text/plain")], f"bc-conformance: {problem}".encode())
         elif "error" in outcome:
-            problem = f"the portal raised {redact_text(outcome['error'])[:300]}"
+            problem = f"the portal raised {redact_text(printable(outcome['error']))[:300]}"  # its text, made safe
             response = Response(500, [("Content-Type", "text/plain")], f"bc-conformance: {problem}".encode())
         else:
             problem = ""

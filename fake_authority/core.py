@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from conformance.clock import Clock, FakeClock
+from conformance.errors import where_raised
 from conformance.redact import fingerprint, redact_mapping
 from conformance.trace import Trace
 from conformance.wire import Request, Response, with_query
@@ -239,6 +240,7 @@ class Authority:
             response = err.render(self.clock.now(), request.header("client-request-id"))
         except Exception as err:
             ctx.detail["internal_error"] = f"{type(err).__name__}: {err}"
+            ctx.detail["internal_error_at"] = where_raised(err)  # a bug in the kit: the run stops on it
             response = fail(E.ServerError, E.SERVICE_ERROR).render(self.clock.now())
         if self.faults.latency:
             response.delay = self.faults.latency

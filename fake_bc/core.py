@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode
 
 from conformance.clock import Clock, FakeClock
+from conformance.errors import where_raised
 from conformance.redact import redact_mapping
 from conformance.trace import Trace
 from conformance.wire import Request, Response
@@ -281,6 +282,7 @@ class BusinessCentral:
         except Exception as err:  # last resort: a bug in the fake must not look like a client's fault
             ctx.error = E.ServerError.code
             ctx.detail["internal_error"] = f"{type(err).__name__}: {err}"[:500]
+            ctx.detail["internal_error_at"] = where_raised(err)  # a bug in the kit: the run stops on it
             response = E.ServerError("An unexpected error occurred in the fake Business Central.").render()
         if self.faults.latency:
             response.delay = self.faults.latency

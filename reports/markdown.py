@@ -14,7 +14,7 @@ TEXT_CHARS = 600
 VIOLATIONS_SHOWN = 3
 
 ICONS = {"passed": "✅", "failed": "❌", "warning": "⚠️", "not_applicable": "➖", "not_exercised": "⏭️",
-         "error": "🛑"}
+         "error": "🛑", "incomplete": "⏸️"}
 
 
 def _cell(text: object) -> str:
@@ -75,6 +75,19 @@ def _problems(problems: list[CheckView]) -> list[str]:
     return rows
 
 
+def _unexercised(view: Any) -> list[str]:
+    """An incomplete run: the MUST checks no scenario exercised, and why (they are why the run is not green)."""
+    missing = [c for m in view.modes for c in m.checks if c.level == "MUST" and c.outcome == "not_exercised"]
+    if view.verdict != "incomplete" or not missing:
+        return []
+    rows = ["", "### MUST checks not exercised", "",
+            "No MUST check failed, but these were not exercised, so the run is incomplete:", "",
+            "| Mode | Steps | Check | Why |", "|---|---|---|---|"]
+    rows += [f"| {c.mode} | {_steps(c)} | {_cell(c.title)} {_code(c.id)} | {_cell(_short(c.message, 300))} |"
+             for c in missing]
+    return rows
+
+
 def _mode_table(mode: ModeView) -> list[str]:
     rows = [f"### {mode.name} — {_cell(mode.flow_title)}", "", "| # | Actor | Step | Verdict | Checks |",
             "|--:|---|---|---|---|"]
@@ -105,6 +118,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "### Failures and warnings",
         "",
         *_problems(view.problems),
+        *_unexercised(view),
     ]
     scenarios: list[str] = []
     if view.broken_scenarios:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from conformance.printable import printable
 from conformance.redact import MARK, SENSITIVE_HEADERS, SENSITIVE_KEYS, redact_text
 
 __all__ = ["MARK", "clean", "clean_value", "is_sensitive_key"]
@@ -56,8 +57,9 @@ def clean(value: Any) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _clean_text(text: str) -> str:
-    """Cached: a run's trace repeats the same hosts, paths and ids thousands of times."""
-    text = redact_text(text)
+    """Cached: a run's trace repeats the same hosts, paths and ids thousands of times. Escape sequences and control
+    characters go first (``conformance.printable``): a results.json from anywhere renders to valid HTML/Markdown."""
+    text = redact_text(printable(text))
     text = _QUOTED.sub(lambda m: f"{m[1]}{m[2]}{MARK}", text)
     text = _PROSE.sub(lambda m: f"{m[1]}{MARK}", text)
     return _SCHEME.sub(lambda m: f"{m[1]} {MARK}", text)
