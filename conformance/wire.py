@@ -12,22 +12,16 @@ from urllib.parse import parse_qsl, urlencode
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
-def _parse_qs(raw: str) -> dict[str, str]:
-    """First value of each parameter; never raises on malformed input (``repeated`` tells what came twice)."""
+def _parse_qs(raw: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """First value of each parameter, and the names that came more than once; never raises on malformed input."""
     out: dict[str, str] = {}
-    for key, value in parse_qsl(raw, keep_blank_values=True, errors="replace"):
-        out.setdefault(key, value)
-    return out
-
-
-def _repeated(raw: str) -> tuple[str, ...]:
-    seen: set[str] = set()
     twice: dict[str, None] = {}
-    for key, _ in parse_qsl(raw, keep_blank_values=True, errors="replace"):
-        if key in seen:
+    for key, value in parse_qsl(raw, keep_blank_values=True, errors="replace") if raw else ():
+        if key in out:
             twice[key] = None
-        seen.add(key)
-    return tuple(twice)
+        else:
+            out[key] = value
+    return out, tuple(twice)
 
 
 def media_type(content_type: str) -> str:
@@ -45,24 +39,29 @@ class Request:
     base: str = "https://localhost"  # scheme://host[:port] the client addressed
 
     @cached_property
-    def params(self) -> dict[str, str]:
+    def _query(self) -> tuple[dict[str, str], tuple[str, ...]]:
         return _parse_qs(self.query)
+
+    @cached_property
+    def _body(self) -> tuple[dict[str, str], tuple[str, ...]]:
+        return _parse_qs(self.body.decode("utf-8", "replace")) if self.is_form else ({}, ())
+
+    @property
+    def params(self) -> dict[str, str]:
+        return self._query[0]
 
     @property
     def is_form(self) -> bool:
         return media_type(self.headers.get("content-type", "")) == FORM_MEDIA_TYPE
 
-    @cached_property
+    @property
     def form(self) -> dict[str, str]:
-        if not self.is_form:
-            return {}
-        return _parse_qs(self.body.decode("utf-8", "replace"))
+        return self._body[0]
 
-    @cached_property
+    @property
     def repeated(self) -> tuple[str, ...]:
         """Parameters that occur more than once in the query or the form body (RFC 6749 §3.1 forbids it)."""
-        body = _repeated(self.body.decode("utf-8", "replace")) if self.is_form else ()
-        return tuple(dict.fromkeys((*_repeated(self.query), *body)))
+        return tuple(dict.fromkeys((*self._query[1], *self._body[1])))
 
     @cached_property
     def cookies(self) -> dict[str, str]:

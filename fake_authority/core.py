@@ -225,7 +225,7 @@ class Authority:
     # ------------------------------------------------------------------ entry point
 
     def handle(self, request: Request) -> Response:
-        if urlsplit(request.base).netloc.lower() not in self.hosts:
+        if request.base.partition("://")[2].lower() not in self.hosts:
             request = replace(request, base=self.canonical_base)  # never reflect a foreign Host header
         match = _ROUTE.match(request.path)
         ctx = _Ctx("unknown" if match is None else self._endpoint_name(match))
