@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from flask import Flask, Response, redirect, request, session
 
-from flows import MODES, current_step, machine_for
+from flows import DENIED, MODES, Role, current_step, machine_for, trigger_for
 from flows.observations import RETRY_AFTER_401
 from portals.config import PortalConfig
 from portals.sessions import ServerSessionInterface
@@ -157,7 +157,8 @@ class Visit:
         self.code = self.verifier = ""
 
     def on_step(self, step: int | str) -> None:
-        action = _ACTIONS[self.portal.flow.prefix].get(step)
+        role = self.portal.flow.step(step).role if isinstance(step, int) else step
+        action = _ACTIONS[self.portal.flow.prefix].get(role)
         if action is not None:
             getattr(self, action)()
 
@@ -222,9 +223,10 @@ class Visit:
 
 
 # What entering each step does (method names of Visit, so variants can override a single step).
-_ACTIONS: dict[str, dict[int | str, str]] = {
-    "CC": {3: "cc_request_token", 5: "store", 6: "use_token", 7: "render"},
-    "AC": {3: "ac_redirect", 7: "ac_redeem", 8: "ac_store", 9: "use_token", 10: "render", "denied": "ac_denied"},
+_ACTIONS: dict[str, dict[Role | str, str]] = {
+    "CC": {Role.TOKEN_REQUEST: "cc_request_token", Role.STORE: "store", Role.USE: "use_token", Role.WORKING: "render"},
+    "AC": {Role.REDIRECT: "ac_redirect", Role.TOKEN_REQUEST: "ac_redeem", Role.STORE: "ac_store", Role.USE: "use_token",
+           Role.WORKING: "render", DENIED: "ac_denied"},
 }
 
 
@@ -284,15 +286,16 @@ def create_app(config: PortalConfig | None = None, now: Callable[[], float] | No
         expected = session.pop("auth", None)
         if not portal.state_matches(expected, params.get("state")):
             return _error_page(400, "This sign-in response does not belong to your session (state mismatch).")
-        visit = machine.attach(visit_cls(portal), initial=5)  # the user has answered the Authority (AC-4, AC-5)
+        # The user has answered the Authority (AC-4 logs in, AC-5 authorizes): the visit resumes after the consent.
+        visit = machine.attach(visit_cls(portal), initial=portal.flow.number(Role.CONSENT))
         if params.get("error") == "access_denied":
             visit.consent_denied = True
-            return walk(visit, "step_denied")
+            return walk(visit, trigger_for(DENIED))
         if params.get("error") or not params.get("code"):
             machine.detach(visit)
             return _error_page(502, f"Sign-in did not complete: {params.get('error', 'no code')}.")
         visit.code, visit.verifier = params["code"], (expected or {}).get("verifier", "")
-        return walk(visit, "step_6")
+        return walk(visit, trigger_for(portal.flow.number(Role.CALLBACK)))
 
     @app.after_request
     def hardening(resp: Response) -> Response:
