@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -156,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
+    from conformance.clock import SystemClock
     from conformance.external import (
         CLIENT_SECRET_VARIABLE,
         ExternalTarget,
@@ -163,6 +165,7 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
         stage_for,
         wait_for_url,
     )
+    from conformance.portal_time import INSTALL_HINT, ShiftedClock, faketime_library
     from conformance.run import default_progress, judge, run_mode
     from conformance.servers import FakeServers
     from fake_authority import Registry
@@ -181,7 +184,14 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
         f"http://127.0.0.1{args.redirect_path}", f"http://localhost{args.redirect_path}")
     if args.portal_url:
         registry = registry.with_redirect_uris(args.portal_url.rstrip("/") + args.redirect_path)
-    with FakeServers(registry) as servers:
+    library = faketime_library() if args.portal_cmd else None
+    if args.portal_cmd and library is None:
+        print(f"bc-conformance run: note: libfaketime is not installed, so expiry scenarios wait in real time with "
+              f"3-second tokens; {INSTALL_HINT}", file=sys.stderr)
+    clock = ShiftedClock(library) if library else SystemClock()
+    with contextlib.ExitStack() as stack, FakeServers(registry, clock=clock) as servers:
+        if isinstance(clock, ShiftedClock):
+            stack.callback(clock.close)
         if args.portal_url:
             # The user starts the portal: tell them the environment it needs, then wait for it.
             env = portal_environment(stage_for(servers, options.modes[0], args.portal_url.rstrip("/"),

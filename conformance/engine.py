@@ -48,6 +48,7 @@ class ScenarioResult:
     issued_values: set[str] = field(default_factory=set)  # raw tokens and codes: for redaction, never exported
     wall_time: float = 0.0
     not_ready: str = ""  # the portal never became ready (not built, exited, never listened): what happened
+    time_control: str = "virtual (in-process fake clock)"  # whose clock the waits moved, or why time was real
 
 
 @dataclass

@@ -24,6 +24,7 @@ import requests
 
 from conformance import processes
 from conformance.engine import ScenarioResult, ScenarioRun, Stage, play
+from conformance.portal_time import INSTALL_HINT, ShiftedClock
 from conformance.printable import printable
 from conformance.scenarios import Scenario
 from conformance.servers import FakeServers
@@ -230,7 +231,8 @@ def portal_environment(config: PortalConfig, ca_file: str) -> dict[str, str]:
     return env
 
 
-def stage_for(servers: FakeServers, mode: str, portal_url: str, redirect_path: str, page: str = "/") -> Stage:
+def stage_for(servers: FakeServers, mode: str, portal_url: str, redirect_path: str, page: str = "/",
+              real_time: bool = True) -> Stage:
     client = servers.registry.default_client
     port = urlsplit(portal_url).port or 80
     config = PortalConfig(
@@ -239,30 +241,46 @@ def stage_for(servers: FakeServers, mode: str, portal_url: str, redirect_path: s
         bc_api_url=servers.bc_api_url or "", bc_scope="https://api.businesscentral.dynamics.com/.default",
         portal_port=port)
     return Stage(servers.authority, servers.bc, servers.clock, config, portal_url,
-                 urlsplit(servers.authority_url).netloc, verify=str(servers.ca.ca_file), real_time=True, page=page)
+                 urlsplit(servers.authority_url).netloc, verify=str(servers.ca.ca_file), real_time=real_time,
+                 page=page)
 
 
 def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: str, scenario: Scenario,
                           request_timeout: float = 10.0) -> ScenarioResult:
-    """Reset the fakes, start the portal (if a command), play the scenario, stop the portal."""
+    """Reset the fakes, start the portal (if a command), play the scenario, stop the portal.
+
+    With a ``ShiftedClock`` (libfaketime installed) a started portal shares the fakes' virtual clock: tokens keep
+    Entra's lifetimes and waits take no time. Where the portal's clock does not follow (checked from its ``Date``
+    header), the scenario falls back to real time with short tokens and says so in ``time_control``."""
     servers.authority.reset()
     servers.bc.reset()
     servers.trace.clear()
-    if scenario.short_tokens:
-        servers.authority.token_lifetime = SHORT_LIFETIME
+    clock = servers.clock if target.cmd and isinstance(servers.clock, ShiftedClock) else None
+    if clock is not None:
+        clock.reset()
     port = free_port() if target.cmd else (urlsplit(target.url).port or 80)
     portal_url = f"http://127.0.0.1:{port}" if target.cmd else target.url.rstrip("/")
-    ctx = ScenarioRun(MODES[mode], stage_for(servers, mode, portal_url, target.redirect_path, target.page),
-                      request_timeout)
+    ctx = ScenarioRun(MODES[mode], stage_for(servers, mode, portal_url, target.redirect_path, target.page,
+                                             real_time=clock is None), request_timeout)
+    time_control = "virtual (libfaketime)" if clock is not None else "real: " + (
+        "a portal the kit did not start keeps its own clock" if target.url else INSTALL_HINT)
     process: PortalProcess | None = None
     error = ""
     started = time.monotonic()
     try:
         if target.cmd:
-            process = PortalProcess(target.cmd, portal_environment(ctx.config, str(servers.ca.ca_file)), port,
-                                    target.cwd)
+            env = portal_environment(ctx.config, str(servers.ca.ca_file))
+            process = PortalProcess(target.cmd, {**env, **(clock.environment() if clock else {})}, port, target.cwd)
             error = process.start(target.startup_timeout)
+            if clock is not None and not error:
+                controlled, why = clock.took_effect(_date_header(portal_url, request_timeout))
+                if not controlled:  # e.g. a statically linked portal: real time, as if libfaketime were absent
+                    clock.reset(0.0)
+                    ctx.stage.real_time, time_control = True, f"real: {why}"
+        if ctx.stage.real_time and scenario.short_tokens:
+            servers.authority.token_lifetime = SHORT_LIFETIME
         result = play(ctx, scenario, error)
+        result.time_control = time_control
         if process is not None and process.not_ready:
             result.not_ready = process.not_ready
     finally:
@@ -271,6 +289,15 @@ def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: st
     result.waited = ctx.waited
     result.wall_time = time.monotonic() - started
     return result
+
+
+def _date_header(portal_url: str, timeout: float) -> str:
+    """The ``Date`` header of the portal's answer to a path no portal serves (no flow starts, nothing is traced)."""
+    try:
+        return requests.get(f"{portal_url}/.well-known/bc-conformance-clock-probe", timeout=timeout,
+                            allow_redirects=False).headers.get("Date", "")
+    except requests.RequestException as err:
+        return f"(no answer: {type(err).__name__})"
 
 
 def wait_for_url(url: str, timeout: float, verify: bool | str = True) -> str:

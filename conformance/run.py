@@ -264,6 +264,7 @@ def _scenario_doc(mode: str, name: str, sr: ScenarioResult, secrets: list[str]) 
         "violations": [{"step": v.step, "into": v.into, "seq": v.seq, "kind": v.kind,
                         "message": clean(v.message)} for v in sr.monitor.violations],
         "waited": round(sr.waited, 3),
+        "time_control": sr.time_control,
         "wall_time": round(sr.wall_time, 3),
         "error": clean(sr.error),
         "trace": trace,

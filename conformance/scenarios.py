@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from conformance.driver import missing_state, wrong_state
 from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, Flow
+from flows.observations import RENEWAL_MARGIN
 
 if TYPE_CHECKING:
     from conformance.engine import ScenarioRun
@@ -46,6 +47,34 @@ def _missing_token(ctx: ScenarioRun) -> None:
 def _expired_token(ctx: ScenarioRun) -> None:
     ctx.visit("alice")
     ctx.let_tokens_expire()
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _lifetime(ctx: ScenarioRun) -> int:
+    return ctx.authority.lifetime_for(ctx.registry.default_client)
+
+
+def _much_left(ctx: ScenarioRun) -> None:
+    """A token well past half its life, still above the renewal margin: it must be reused."""
+    ctx.visit("alice")
+    ctx.pause(_lifetime(ctx) - (RENEWAL_MARGIN + 300))
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _renewal_window(ctx: ScenarioRun) -> None:
+    """A token inside the renewal margin (120 s left): reuse and renewal are both conformant."""
+    ctx.visit("alice")
+    ctx.pause(_lifetime(ctx) - 120)
+    ctx.measure()
+    ctx.visit("alice")
+
+
+def _expired_by_hours(ctx: ScenarioRun) -> None:
+    ctx.visit("alice")
+    ctx.let_tokens_expire()
+    ctx.pause(3 * 3600)
     ctx.measure()
     ctx.visit("alice")
 
@@ -138,8 +167,14 @@ _ALL = (
     Scenario("valid-token", "a second access while the session's token has a long life left", BOTH, _valid_token,
              fresh_portal=False),
     Scenario("missing-token", "first access of a new session: no token yet", BOTH, _missing_token),
-    Scenario("expired-token", "an access after the session's token has expired", BOTH, _expired_token,
+    Scenario("expired-token", "an access after the session's token has expired (by 1 s)", BOTH, _expired_token,
              short_tokens=True),
+    Scenario("much-left", f"a second access when the token has {RENEWAL_MARGIN + 300} s left: above the renewal "
+             "margin, so it must be reused", BOTH, _much_left),
+    Scenario("renewal-window", "a second access when the token has 120 s left: reuse or renewal are both "
+             "conformant", BOTH, _renewal_window),
+    Scenario("expired-by-hours", "an access three hours after the session's token expired", BOTH,
+             _expired_by_hours, short_tokens=True),
     Scenario("not-signed-in", "no token; the user is not signed in at the Authority and has not consented",
              CODE_ONLY, _missing_token),
     Scenario("consented-not-signed-in", "no token; the user consented before but is signed out", CODE_ONLY,

@@ -313,7 +313,9 @@ def _scenario(sc: Mapping[str, Any], mode: str, prefix: str, events: bool = True
     return ScenarioView(
         mode=mode, name=name, description=clean(sc.get("description")), outcome=clean(sc.get("outcome")) or "passed",
         anchor=anchors.scenario_anchor(mode, name), visits=visits, violations=list(violations.values()),
-        waited=f"{float(waited):.1f}s" if isinstance(waited, int | float) and waited else "",
+        waited=(f"{float(waited):.1f}s " + ("(real wait)" if str(sc.get("time_control", "")).startswith("real")
+                                            else "(virtual time)")) if isinstance(waited, int | float) and waited
+        else "",
         error=clean(sc.get("error")), events=[event_view(e, mode, name, prefix, t0) for e in trace],
     )
 

@@ -32,9 +32,18 @@ JUDGED_MUSTS = {"missing-token-fetched", "valid-token-reused", "expired-token-re
 
 @pytest.fixture(scope="module")
 def servers():
+    """The fakes on loopback HTTPS; with libfaketime installed (as .ci/run does) on the virtual clock that started
+    portals share, as `bc-conformance run --portal-cmd` uses them."""
+    from conformance.clock import SystemClock
+    from conformance.portal_time import ShiftedClock, faketime_library
+
+    library = faketime_library()
+    clock = ShiftedClock(library) if library else SystemClock()
     registry = Registry.default().with_redirect_uris("http://127.0.0.1/auth/callback")
-    with FakeServers(registry) as running:
+    with FakeServers(registry, clock=clock) as running:
         yield running
+    if isinstance(clock, ShiftedClock):
+        clock.close()
 
 
 def _run(servers, cmd: str, mode: str, scenarios: tuple[str, ...] = ()) -> dict:
@@ -139,3 +148,65 @@ def test_the_flask_example_also_runs_in_process_from_its_folder(tmp_path, monkey
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["summary"]["failed"] == 0 and results["summary"]["passed"] > 0
+
+
+# ---------------------------------------------------------------- virtual time (libfaketime under the portal)
+
+TIME_SCENARIOS = ("missing-token", "valid-token", "much-left", "renewal-window", "expired-token", "expired-by-hours")
+MS_BUG = ("            lifetime = float(body.get(\"expires_in\", 3600))",
+          "            lifetime = float(body.get(\"expires_in\", 3600)) / 1000  # PLANTED FAULT: read as milliseconds")
+
+
+def _needs_faketime() -> None:
+    from conformance.portal_time import INSTALL_HINT, faketime_library
+
+    if faketime_library() is None:
+        pytest.fail(f"libfaketime is missing: {INSTALL_HINT} (.ci/run installs it)")
+
+
+def _time_controls(results: dict) -> set[str]:
+    return {sc["time_control"] for sc in results["scenarios"]}
+
+
+@pytest.mark.parametrize("mode", ["AzUser", "AzDelegate"])
+def test_a_portal_renewing_30_s_before_expiry_passes_in_virtual_time(servers, mode):
+    """Tokens keep Entra's 3600 s life and waits are virtual, so a 30 s renewal margin is exercised as written."""
+    _needs_faketime()
+    results = _run(servers, f"env RENEW_MARGIN=30 {sys.executable} {HANDWRITTEN_APP}", mode, TIME_SCENARIOS)
+    assert _failed_musts(results) == [] and results["exit_code"] in (0, 3)  # 3: the subset leaves some unexercised
+    passed = {c["id"] for c in results["checks"] if c["outcome"] == "passed"}
+    assert passed >= {"valid-token-reused", "expired-token-replaced", "missing-token-fetched", "working-portal"}
+    assert _time_controls(results) == {"virtual (libfaketime)"}
+    expired = next(sc for sc in results["scenarios"] if sc["name"] == "expired-by-hours")
+    assert expired["waited"] >= 3 * 3600 and expired["wall_time"] < 30
+
+
+@pytest.mark.parametrize(("env", "patch", "check", "role"), [
+    ("", MS_BUG, "valid-token-reused", "CHECK"),  # drops a 3600 s token after 3.6 s
+    ("RENEW_MARGIN=-30", None, "expired-token-replaced", "CHECK"),  # uses a token 30 s past its expiry
+    ("RENEW_MARGIN=-100000", None, "expired-token-replaced", "CHECK"),  # never renews
+])
+def test_planted_time_faults_fail_the_check_at_the_checks_step(servers, tmp_path, env, patch, check, role):
+    from flows import MODES, Role
+
+    _needs_faketime()
+    app = HANDWRITTEN_APP
+    if patch is not None:
+        app = tmp_path / "app.py"
+        app.write_text(_plant(HANDWRITTEN_APP.read_text(encoding="utf-8"), *patch), encoding="utf-8")
+    results = _run(servers, f"env {env} {sys.executable} {app}".replace("env  ", ""), "AzUser", TIME_SCENARIOS)
+    failed = {c["id"]: c for c in results["checks"] if c["outcome"] == "failed"}
+    assert check in failed, sorted(failed)
+    assert failed[check]["message"].startswith(MODES["AzUser"].flow.id_of(Role[role]) + ":"), failed[check]["message"]
+    assert results["exit_code"] == 1
+
+
+def test_a_portal_whose_clock_does_not_follow_falls_back_to_real_time(servers):
+    """A portal that escapes libfaketime (here: the preload removed, as a static binary would) is detected from
+    its Date header; the scenario then runs in real time with short tokens, and says so."""
+    _needs_faketime()
+    results = _run(servers, f"env -u LD_PRELOAD {sys.executable} -m portals.serve", "AzApp",
+                   ("valid-token", "expired-token"))
+    controls = _time_controls(results)
+    assert controls and all(c.startswith("real: the portal's Date header is 8640") for c in controls), controls
+    assert _failed_musts(results) == [] and results["exit_code"] in (0, 3)

@@ -307,6 +307,18 @@ def _expired_token(s: Script) -> None:
     s.wait(3601).measure().access(login=False, consent=False)  # still signed in and consented at the Authority
 
 
+def _waits_then_reuses(seconds: int) -> Any:
+    def script(s: Script) -> None:
+        s.access()
+        s.wait(seconds).measure().reuse()
+    return script
+
+
+def _expired_by_hours(s: Script) -> None:
+    s.access()
+    s.wait(3601 + 3 * 3600).measure().access(login=False, consent=False)
+
+
 def _sign_in_case(login: bool, consent: bool) -> Any:
     return lambda s: s.measure().access(login=login, consent=consent)
 
@@ -388,6 +400,9 @@ REFERENCE: dict[str, Any] = {
     "missing-token": _missing_token,
     "valid-token": _valid_token,
     "expired-token": _expired_token,
+    "much-left": _waits_then_reuses(3600 - 600),  # 600 s left: above the 300 s margin, reused
+    "renewal-window": _waits_then_reuses(3600 - 120),  # 120 s left: the reference renews under 60 s, so reuses
+    "expired-by-hours": _expired_by_hours,
     "not-signed-in": _sign_in_case(True, True),
     "consented-not-signed-in": _sign_in_case(True, False),
     "signed-in-not-consented": _sign_in_case(False, True),
