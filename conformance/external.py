@@ -270,7 +270,11 @@ def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: st
     try:
         if target.cmd:
             env = portal_environment(ctx.config, str(servers.ca.ca_file))
-            process = PortalProcess(target.cmd, {**env, **(clock.environment() if clock else {})}, port, target.cwd)
+            if clock is not None:
+                env = {k: v for k, v in env.items() if k not in ("FAKETIME", "FAKETIME_SHARED")}  # they win over
+                env.update(clock.environment())  # the timestamp file
+                clock.sweep_shm()
+            process = PortalProcess(target.cmd, env, port, target.cwd)
             error = process.start(target.startup_timeout)
             if clock is not None and not error:
                 controlled, why = clock.took_effect(_date_header(portal_url, request_timeout))
@@ -286,6 +290,8 @@ def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: st
     finally:
         if process is not None:
             process.stop()
+            if clock is not None:
+                clock.sweep_shm()
     result.waited = ctx.waited
     result.wall_time = time.monotonic() - started
     return result

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+PRELOAD = "BC_CONFORMANCE_LD_PRELOAD"  # becomes the portal's LD_PRELOAD; the supervisor itself is not preloaded
 MARKER = "BC_CONFORMANCE_PORTAL"  # environment variable: "<kit pid>-<kit start time>-<n>", one value per portal
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 1, 36, 37
 KILL_TIMEOUT = 5.0  # seconds for the SIGKILL rounds after the grace period
@@ -428,7 +429,10 @@ def supervise(grace: float, parent: int, argv: Sequence[str]) -> NoReturn:
     if os.getppid() != parent:  # the kit died before PDEATHSIG was set
         os._exit(128 + signal.SIGTERM)
     try:
-        leader = os.posix_spawnp(argv[0], list(argv), os.environ, setsigmask=(),
+        env = dict(os.environ)
+        if PRELOAD in env:  # e.g. libfaketime: for the portal only, so the supervisor's own timers stay real
+            env["LD_PRELOAD"] = " ".join(p for p in (env.pop(PRELOAD), env.get("LD_PRELOAD", "")) if p)
+        leader = os.posix_spawnp(argv[0], list(argv), env, setsigmask=(),
                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     except OSError as err:
         print(f"cannot start {argv[0]}: {err.strerror}", file=sys.stderr)
