@@ -147,9 +147,9 @@ def _owner_alive(pid: int, start: int) -> bool:
     return True
 
 
-def listening_inodes(port: int) -> set[str]:
-    """Socket inodes listening on ``port`` (TCP, IPv4 or IPv6) in this network namespace."""
-    inodes = set()
+def _listening() -> list[tuple[int, str]]:
+    """(port, socket inode) of every TCP socket listening in this network namespace, IPv4 and IPv6."""
+    out = []
     for table in ("tcp", "tcp6"):
         try:
             with open(f"/proc/net/{table}") as f:
@@ -159,9 +159,14 @@ def listening_inodes(port: int) -> set[str]:
         for line in lines:
             fields = line.split()
             # sl local_address rem_address st ...; st 0A = LISTEN; inode is field 9
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes
+            if len(fields) > 9 and fields[3] == "0A":
+                out.append((int(fields[1].rsplit(":", 1)[1], 16), fields[9]))
+    return out
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (TCP, IPv4 or IPv6) in this network namespace."""
+    return {inode for listening, inode in _listening() if listening == port}
 
 
 def listening_ports(pids: Iterable[int]) -> list[int]:
@@ -174,18 +179,7 @@ def listening_ports(pids: Iterable[int]) -> list[int]:
                     target = os.readlink(fd.path)
                     if target.startswith("socket:["):
                         held.add(target[8:-1])
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/net/{table}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and fields[9] in held:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return sorted(ports)
+    return sorted({port for port, inode in _listening() if inode in held})
 
 
 def socket_owners(inodes: set[str]) -> set[int]:
