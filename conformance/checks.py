@@ -1,4 +1,4 @@
-"""The conformance checks (``shared/reference/conformance-checks.md``), each a function of a mode's scenario
+"""The conformance checks (catalogue: ``conformance/checks-catalogue.md``), each a function of a mode's scenario
 results. Every check names its flow and the step numbers it verifies; best-practice checks cite their RFC
 section and carry a lower level (SHOULD → ``warning`` when not met, MAY → informational).
 """

@@ -41,6 +41,7 @@ import contextlib
 import math
 import mmap
 import random
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,18 @@ def connection_cap(servers: int = 1) -> int:
     return max(8, min(MAX_CONNECTIONS_CEILING, spare // max(1, servers)))
 
 
+class _Counts(dict[str, int]):
+    """Counters that tell their server state when one changes."""
+
+    def __init__(self, notify: Callable[[], None], values: dict[str, int]):
+        super().__init__(values)
+        self._notify = notify
+
+    def __setitem__(self, key: str, value: int) -> None:
+        super().__setitem__(key, value)
+        self._notify()
+
+
 class ServerState:
     """What one server's connections share: its limits, how many sockets are open, the bytes of bodies being
     received, and counters for the stats endpoint."""
@@ -121,11 +134,39 @@ class ServerState:
     def __init__(self, limits: Limits):
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
-        self.open = 0  # sockets accepted and not closed yet, TLS handshakes included
+        self.changed = threading.Condition()  # notified on every change, for ``wait_for`` in other threads
+        self._open = 0  # sockets accepted and not closed yet, TLS handshakes included
         self.peak_open = 0
-        self.bodies_in_flight = 0  # bytes buffered for requests not handled yet
+        self._bodies_in_flight = 0  # bytes buffered for requests not handled yet
         self.peak_bodies_in_flight = 0
-        self.counts = dict.fromkeys(self.COUNTERS, 0)
+        self.counts: dict[str, int] = _Counts(self._notify, dict.fromkeys(self.COUNTERS, 0))
+
+    def _notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    @open.setter
+    def open(self, value: int) -> None:
+        self._open = value
+        self._notify()
+
+    @property
+    def bodies_in_flight(self) -> int:
+        return self._bodies_in_flight
+
+    @bodies_in_flight.setter
+    def bodies_in_flight(self, value: int) -> None:
+        self._bodies_in_flight = value
+        self._notify()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds (re-checked at every change of this state) or ``timeout`` passes."""
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
 
     def stats(self) -> dict[str, Any]:
         return {"connections": self.open, "peak_connections": self.peak_open,

@@ -103,6 +103,11 @@ class LoopbackServer:
         """Connections held, bytes of bodies in flight, and what the limits refused (a snapshot; any thread)."""
         return self.state.stats()
 
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> bool:
+        """Block until ``predicate(stats())`` holds — re-checked whenever the server's state changes, no polling —
+        or ``timeout`` passes; returns whether it held (for tests and tools watching the limits work)."""
+        return self.state.wait_for(lambda: predicate(self.stats()), timeout)
+
     def start(self, timeout: float = 10.0) -> LoopbackServer:
         if self.limits.max_connections is None:
             self.limits = replace(self.limits, max_connections=connection_cap())

@@ -57,8 +57,8 @@ BAD_TOKEN = frozenset({Kind.NO_TOKEN, Kind.EXPIRED_TOKEN, Kind.NOT_ACCESS_TOKEN,
 
 @dataclass
 class Violation:
-    step: str  # where the portal was, e.g. "CC-2"
-    into: str  # the step it took, e.g. "CC-3"
+    step: str  # the id of the step where the portal was (``Flow.step_id``)
+    into: str  # the id of the step it took
     seq: int  # the trace event that showed it
     kind: Kind
     message: str

@@ -1,6 +1,6 @@
 """Entra error responses: one class per wire error, rendered in one place (oauthlib's style).
 
-Codes and texts follow Microsoft's AADSTS reference (see shared/reference/entra-authority.md).
+Codes and texts follow Microsoft's AADSTS reference (see fake_authority/entra-facts.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Business Central error responses: one class per wire error code, rendered in one place.
 
-Codes, statuses and texts follow shared/reference/business-central-api.md. Where the reference is silent the
+Codes, statuses and texts follow fake_bc/business-central-facts.md. Where the reference is silent the
 class says *(unconfirmed)* and names the choice made.
 """
 

@@ -1,6 +1,6 @@
 """The two documented step tables, as data: the single source of truth of the kit.
 
-Source: "Anywhere Portal authorization flows" (../shared/seeds/anywhere-portal-authorization-flows.txt).
+Source: "Anywhere Portal authorization flows", copied with its URL in ``flows/anywhere-portal-authorization-flows.txt``.
 Step texts are copied word for word. Every consumer (state machines, simulator, monitor, diagrams,
 reports, Hypothesis machines) derives from ``CLIENT_CREDENTIALS`` and ``AUTHORIZATION_CODE`` below.
 """

@@ -12,7 +12,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -65,13 +65,6 @@ def _get(sock: socket.socket, path: str = "/ok", close: bool = False) -> tuple[i
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
                  .encode())
     return _read_response(sock)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "the server did not get there in time"
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -147,7 +140,7 @@ def test_a_tls_client_that_never_says_hello_is_dropped_after_the_header_deadline
             started = time.monotonic()
             assert _read_until_closed(sock) == b""
             assert time.monotonic() - started < 3
-            _wait_for(lambda: running.stats()["connections"] == 0)
+            assert running.wait_for(lambda st: st["connections"] == 0)
             assert running.stats()["handshake_failures"] == 1
     finally:
         ca.close()
@@ -160,7 +153,7 @@ def test_bodies_over_the_total_cap_get_503_while_a_normal_request_succeeds():
     limits = Limits(max_body=1000, max_bodies_in_flight=1500, body_timeout=30)
     with LoopbackServer(echo, None, limits=limits) as running, _connect(running) as holder:
         holder.sendall(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"a" * 900)
-        _wait_for(lambda: running.stats()["bodies_in_flight"] == 900)
+        assert running.wait_for(lambda st: st["bodies_in_flight"] == 900)
         with _connect(running) as over:  # 900 + 700 > 1500: this body does not fit beside the first
             over.sendall(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"b" * 700)
             status, headers, body = _read_response(over)
@@ -219,12 +212,12 @@ def test_memory_of_unfinished_bodies_returns_when_their_connections_end():
                 t.start()
             for t in senders:
                 t.join(60)
-            _wait_for(lambda: running.stats()["bodies_in_flight"] == 40 * 8 * mb, timeout=30)
+            assert running.wait_for(lambda st: st["bodies_in_flight"] == 40 * 8 * mb, timeout=30)
             held = _rss_bytes() - baseline
         finally:
             for s in socks:
                 s.close()
-        _wait_for(lambda: running.stats()["connections"] == 0 and running.stats()["bodies_in_flight"] == 0)
+        assert running.wait_for(lambda st: st["connections"] == 0 and st["bodies_in_flight"] == 0)
         after = _rss_bytes() - baseline
     print(f"RSS held {held / mb:.0f} MB, after {after / mb:.0f} MB")
     assert held > 200 * mb, f"the bodies were not buffered ({held / mb:.0f} MB)"
@@ -250,7 +243,7 @@ def test_connections_past_the_cap_are_refused_at_once_while_the_held_ones_keep_b
             assert all(_get(sock)[0] == 200 for sock in held)  # the server keeps answering
             assert running.stats()["refused"] == 1 and running.stats()["connections"] == 3
             assert _get(held[0], close=True)[0] == 200
-            _wait_for(lambda: running.stats()["connections"] == 2)
+            assert running.wait_for(lambda st: st["connections"] == 2)
             with _connect(running) as again:  # a place freed: a new connection is served
                 assert _get(again, close=True)[0] == 200
         finally:
@@ -344,4 +337,4 @@ def test_memory_of_closed_connections_is_given_back_to_the_system(monkeypatch):
         for _ in range(3):
             with _connect(running) as sock:
                 assert _get(sock, close=True)[0] == 200
-        _wait_for(lambda: running.stats()["trims"] >= 1)
+        assert running.wait_for(lambda st: st["trims"] >= 1)
