@@ -1110,7 +1110,7 @@ CHECKS: tuple[Check, ...] = (
         "MUST",
         _both(Role.CHECK, Role.STORE),
         valid_token_reused,
-        scenarios=("valid-token",),
+        scenarios=("valid-token", "much-left"),
     ),
     _check(
         "missing-token-fetched",
@@ -1126,7 +1126,7 @@ CHECKS: tuple[Check, ...] = (
         "MUST",
         _steps(cc=(Role.CHECK, Role.TOKEN_REQUEST), ac=(Role.CHECK, Role.REDIRECT)),
         expired_token_replaced,
-        scenarios=("expired-token",),
+        scenarios=("expired-token", "expired-by-hours"),
     ),
     _check(
         "token-request-client-credentials",

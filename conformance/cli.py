@@ -94,6 +94,11 @@ def _run(args: argparse.Namespace) -> int:
     known = {name for per_flow in SCENARIOS.values() for name in per_flow}
     if unknown := [s for s in wanted if s not in known]:
         raise UsageError(f"--scenario: unknown {', '.join(unknown)}; valid scenarios: {', '.join(sorted(known))}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.real_time and not (args.portal_cmd or args.portal_url):
+        raise UsageError("--real-time is for --portal-cmd and --portal-url: an in-process portal's clock is always "
+                         "the kit's")
     if args.request_timeout <= 0:
         raise UsageError("--request-timeout must be a positive number of seconds")
     out = Path(args.out)
@@ -118,12 +123,15 @@ def _run(args: argparse.Namespace) -> int:
         modes = tuple(m for m in modes if plan[m])
         print(f"bc-conformance run: note: --scenario {','.join(wanted)} has no scenario in {', '.join(empty)}; "
               f"running {', '.join(modes)}", file=sys.stderr)
-    options = RunOptions(modes, wanted, args.profile, args.seed, args.request_timeout,
+    if args.examples is not None and (args.examples < 1 or args.profile != "full"):
+        raise UsageError(f"--examples {args.examples}: a positive number of random sequences per mode, with "
+                         "--profile full")
+    options = RunOptions(modes, wanted, args.profile, args.seed, args.examples, args.request_timeout,
                          stop_when_not_ready=not args.keep_going)
     key = SigningKey()
     try:
         if args.portal_cmd or args.portal_url:
-            results = _run_external(args, options, key)
+            results = _run_external(args, options, key, plan)
         else:
             try:
                 target = InProcessTarget.load(args.portal_app or REFERENCE)
@@ -154,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     return int(results["exit_code"])
 
 
-def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str, Any]:
+def _run_external(args: argparse.Namespace, options: Any, key: Any, plan: dict[str, list[str]]) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
     from conformance.clock import SystemClock
@@ -166,14 +174,14 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
         wait_for_url,
     )
     from conformance.portal_time import INSTALL_HINT, ShiftedClock, faketime_library
-    from conformance.run import default_progress, judge, run_mode
+    from conformance.run import default_progress, explore_external, judge, run_modes
     from conformance.servers import FakeServers
     from fake_authority import Registry
 
     if args.portal_url and urlsplit(args.portal_url).scheme not in ("http", "https"):
         raise UsageError(f"--portal-url must be an http(s) URL, got {args.portal_url!r}")
     target = ExternalTarget(args.portal_cmd or "", args.portal_url or "", args.page, args.redirect_path,
-                            args.startup_timeout)
+                            args.startup_timeout, real_time=args.real_time)
     # SIGTERM (and a closed terminal) end the run like Ctrl-C: the portal processes are stopped, the keys removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
@@ -186,12 +194,19 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
         registry = registry.with_redirect_uris(args.portal_url.rstrip("/") + args.redirect_path)
     library = faketime_library() if args.portal_cmd else None
     if args.portal_cmd and library is None:
-        print(f"bc-conformance run: note: libfaketime is not installed, so expiry scenarios wait in real time with "
-              f"3-second tokens; {INSTALL_HINT}", file=sys.stderr)
-    clock = ShiftedClock(library) if library else SystemClock()
-    with contextlib.ExitStack() as stack, FakeServers(registry, clock=clock) as servers:
-        if isinstance(clock, ShiftedClock):
-            stack.callback(clock.close)
+        print(f"bc-conformance run: note: libfaketime is not installed, so the portal's clock cannot be moved: "
+              f"scenarios that need time to pass are not exercised"
+              f"{' (--real-time: they wait for real)' if args.real_time else ' (or pass --real-time)'}; "
+              f"{INSTALL_HINT}", file=sys.stderr)
+    count = 1 if args.portal_url else max(1, min(args.jobs, sum(len(v) for v in plan.values())))
+    with contextlib.ExitStack() as stack:
+        pool = []
+        for _ in range(count):  # one set of fakes (own ports, own clock, own trace) per concurrent scenario
+            clock = ShiftedClock(library) if library else SystemClock()
+            if isinstance(clock, ShiftedClock):
+                stack.callback(clock.close)
+            pool.append(stack.enter_context(FakeServers(registry, clock=clock)))
+        servers = pool[0]
         if args.portal_url:
             # The user starts the portal: tell them the environment it needs, then wait for it.
             env = portal_environment(stage_for(servers, options.modes[0], args.portal_url.rstrip("/"),
@@ -215,9 +230,10 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any) -> dict[str,
             if problem:
                 raise UsageError(problem)
         skipped: dict[str, dict[str, str]] = {}
-        per_mode = {mode: run_mode(target, mode, options, key, default_progress, servers,
-                                   skipped.setdefault(mode, {})) for mode in options.modes}
-    return judge(target, per_mode, options, None, skipped)
+        per_mode = run_modes(target, options.modes, options, key, default_progress, pool, skipped)
+        explorations = (explore_external(target, pool[0], options, default_progress)
+                        if args.profile == "full" else None)
+    return judge(target, per_mode, options, explorations, skipped)
 
 
 def _print_summary(results: dict, written: dict[str, Path]) -> None:
@@ -371,7 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=["quick", "full"], default="quick",
                      help="quick: the scenarios; full: scenarios and property-based exploration")
     run.add_argument("--seed", type=int, default=0, help="seed of the property-based exploration (default 0)")
+    run.add_argument("--examples", type=int, metavar="N",
+                     help="--profile full: random sequences explored per mode (default 150 in-process, 25 for a "
+                          "--portal-cmd portal, which is started afresh for each)")
     run.add_argument("--scenario", metavar="NAMES", help="only these scenarios (comma-separated), e.g. to replay one")
+    run.add_argument("--real-time", action="store_true",
+                     help="where the portal's clock cannot be moved (--portal-url, no libfaketime, a static binary), "
+                          "wait for real instead of leaving time-dependent checks not exercised (about 25 minutes "
+                          "per mode)")
+    run.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                     help="--portal-cmd: scenarios played at once, each with its own portal process, port, fakes "
+                          "and clock (default: the number of cores)")
     run.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="how long a portal may take to answer one request (default 10)")
     run.set_defaults(func=_run)

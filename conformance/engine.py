@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from unittest import mock
 
 import responses
@@ -52,6 +53,21 @@ class ScenarioResult:
 
 
 @dataclass
+class NotRun:
+    """A scenario that could not give evidence here (e.g. it needs time to pass on a clock nobody can move)."""
+
+    reason: str
+
+
+class Time(StrEnum):
+    """Who moves time in a scenario: what ``pause`` and ``let_tokens_expire`` do."""
+
+    VIRTUAL = "virtual"  # the kit moves every clock at once: the fake clock in-process, libfaketime under a portal
+    REAL = "real"  # nobody can move the portal's clock, and the user asked for real waits (--real-time)
+    FIXED = "fixed"  # nobody can move the portal's clock: scenarios that need time to pass are not run
+
+
+@dataclass
 class Stage:
     """Where a scenario runs: the fakes, the clock and how the portal is reached."""
 
@@ -62,12 +78,14 @@ class Stage:
     portal_url: str
     authority_host: str  # host[:port] of the Authority's pages
     verify: bool | str = True  # TLS trust for the browser (the run's CA file over loopback)
-    real_time: bool = False  # external portals: time is real, waits are real
+    time: Time = Time.VIRTUAL
     page: str = "/"  # the portal page users open
 
 
 class ScenarioRun:
     """What a scenario script can do: visits by named users, time passing, faults, Authority state."""
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)  # real waits (``Time.REAL``)
 
     def __init__(self, mode: Mode, stage: Stage, request_timeout: float = 10.0):
         self.mode, self.stage = mode, stage
@@ -83,21 +101,27 @@ class ScenarioRun:
         self.waited = 0.0
         self._sessions = 0
 
-    # ---- time: jumps on the fake clock in-process, real waits (only where a scenario needs them) outside
+    # ---- time: jumps of the virtual clock, real waits only when asked for (``Stage.time``)
     def pause(self, seconds: float) -> None:
-        """Time passes between two accesses (any amount that keeps tokens valid)."""
-        if not self.stage.real_time:
-            self.clock.advance(seconds)  # type: ignore[attr-defined]
-            self.waited += seconds
+        """Time passes between two accesses. With a fixed clock nothing passes: scenarios whose evidence needs
+        time (``Scenario.needs_time``) are not run there, and the others only space their visits out."""
+        self._wait(seconds)
 
     def let_tokens_expire(self) -> None:
         """Wait until every token issued so far has expired."""
-        lifetime = self.authority.lifetime_for(self.registry.default_client) + 1
-        if self.stage.real_time:
-            time.sleep(lifetime)
+        if self.stage.time is Time.FIXED:
+            raise RuntimeError("tokens cannot expire on a clock the kit does not move: run this scenario only in "
+                               "virtual time or with --real-time")
+        self._wait(self.authority.lifetime_for(self.registry.default_client) + 1)
+
+    def _wait(self, seconds: float) -> None:
+        if self.stage.time is Time.VIRTUAL:
+            self.clock.advance(seconds)  # type: ignore[attr-defined]
+        elif self.stage.time is Time.REAL:
+            self.sleep(seconds)
         else:
-            self.clock.advance(lifetime)  # type: ignore[attr-defined]
-        self.waited += lifetime
+            return
+        self.waited += seconds
 
     # ---- the script's vocabulary
     def user(self, name: str) -> UserDriver:

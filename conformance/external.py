@@ -17,21 +17,26 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
 
 from conformance import processes
-from conformance.engine import ScenarioResult, ScenarioRun, Stage, play
+from conformance.engine import NotRun, ScenarioResult, ScenarioRun, Stage, Time, play
+from conformance.explore import CannotExplore, Opener
 from conformance.portal_time import INSTALL_HINT, ShiftedClock
 from conformance.printable import printable
 from conformance.scenarios import Scenario
 from conformance.servers import FakeServers
 from flows import MODES
+from flows.observations import RENEWAL_MARGIN
 from portals.config import PortalConfig
 
-SHORT_LIFETIME = 3  # seconds: tokens of expiry scenarios (MSAL renews anything under 300 s anyway)
+# --real-time: a token long enough that, after valid-token's 60 s wait, 600 s are left — above MSAL's 300 s renewal
+# margin (RENEWAL_MARGIN), as much-left asks — and short enough that letting it expire waits 11 minutes, not 60.
+REAL_TIME_LIFETIME = RENEWAL_MARGIN + 360
 GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 LOG_PREFIX = "bc-conformance-portal-"
 CLIENT_SECRET_VARIABLE = "BC_CONFORMANCE_CLIENT_SECRET"  # the fake client's secret, chosen by the user; no file has it
@@ -212,6 +217,7 @@ class ExternalTarget:
     redirect_path: str = "/auth/callback"
     startup_timeout: float = 30.0
     cwd: str | None = None
+    real_time: bool = False  # where the portal's clock cannot be moved, wait for real (``--real-time``)
 
     @property
     def name(self) -> str:
@@ -219,7 +225,8 @@ class ExternalTarget:
 
     @property
     def cli_args(self) -> str:
-        return f"--portal-cmd {shlex.quote(self.cmd)}" if self.cmd else f"--portal-url {self.url}"
+        portal = f"--portal-cmd {shlex.quote(self.cmd)}" if self.cmd else f"--portal-url {self.url}"
+        return portal + (" --real-time" if self.real_time else "")
 
 
 def portal_environment(config: PortalConfig, ca_file: str) -> dict[str, str]:
@@ -232,7 +239,7 @@ def portal_environment(config: PortalConfig, ca_file: str) -> dict[str, str]:
 
 
 def stage_for(servers: FakeServers, mode: str, portal_url: str, redirect_path: str, page: str = "/",
-              real_time: bool = True) -> Stage:
+              time_: Time = Time.FIXED) -> Stage:
     client = servers.registry.default_client
     port = urlsplit(portal_url).port or 80
     config = PortalConfig(
@@ -241,32 +248,64 @@ def stage_for(servers: FakeServers, mode: str, portal_url: str, redirect_path: s
         bc_api_url=servers.bc_api_url or "", bc_scope="https://api.businesscentral.dynamics.com/.default",
         portal_port=port)
     return Stage(servers.authority, servers.bc, servers.clock, config, portal_url,
-                 urlsplit(servers.authority_url).netloc, verify=str(servers.ca.ca_file), real_time=real_time,
-                 page=page)
+                 urlsplit(servers.authority_url).netloc, verify=str(servers.ca.ca_file), time=time_, page=page)
 
 
-def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: str, scenario: Scenario,
-                          request_timeout: float = 10.0) -> ScenarioResult:
-    """Reset the fakes, start the portal (if a command), play the scenario, stop the portal.
+@dataclass
+class PortalSession:
+    """A prepared stage with the portal running (or the reason it is not), and how time is controlled."""
+
+    ctx: ScenarioRun
+    error: str  # the portal never became ready: what went wrong ("" when it listens)
+    time_control: str  # "virtual (libfaketime)", "real: <why>" or "fixed: <why>", as results.json says it
+    process: PortalProcess | None = None
+
+
+def _uncontrolled(target: ExternalTarget, why: str) -> tuple[Time, str]:
+    """The portal's clock cannot be moved: real waits if the user asked for them, else a fixed clock."""
+    return (Time.REAL, f"real: {why}") if target.real_time else (Time.FIXED, f"fixed: {why}")
+
+
+def not_run_reason(scenario: Scenario, time_: Time, time_control: str) -> str:
+    """Why a scenario cannot give evidence with this time control ("" when it can)."""
+    why = time_control.partition(": ")[2]
+    if time_ is Time.FIXED and scenario.needs_time:
+        return (f"needs time to pass, and the portal's clock cannot be moved ({why}); --real-time waits for real "
+                f"instead, with {REAL_TIME_LIFETIME} s tokens")
+    if time_ is Time.REAL and not scenario.real_waits:
+        return f"would wait hours in real time ({why}); it runs in virtual time only"
+    return ""
+
+
+@contextlib.contextmanager
+def portal_session(servers: FakeServers, target: ExternalTarget, mode: str, request_timeout: float = 10.0,
+                   scenario: Scenario | None = None) -> Iterator[PortalSession | str]:
+    """Reset the fakes, start the portal (if a command) on a fresh port and the virtual clock, and stop it after.
 
     With a ``ShiftedClock`` (libfaketime installed) a started portal shares the fakes' virtual clock: tokens keep
-    Entra's lifetimes and waits take no time. Where the portal's clock does not follow (checked from its ``Date``
-    header), the scenario falls back to real time with short tokens and says so in ``time_control``."""
+    Entra's lifetimes and waits take no time. Where the portal's clock cannot be moved (``--portal-url``, no
+    libfaketime, a portal whose ``Date`` header shows it escaped libfaketime), time is real (``--real-time``, with
+    tokens of ``REAL_TIME_LIFETIME``) or fixed. Yields the reason instead of a session when ``scenario`` cannot give
+    evidence with the time control it would get (then no portal is left running)."""
     servers.authority.reset()
     servers.bc.reset()
     servers.trace.clear()
     clock = servers.clock if target.cmd and isinstance(servers.clock, ShiftedClock) else None
     if clock is not None:
         clock.reset()
+        time_, time_control = Time.VIRTUAL, "virtual (libfaketime)"
+    else:
+        time_, time_control = _uncontrolled(target, "a portal the kit did not start keeps its own clock"
+                                            if target.url else INSTALL_HINT)
+    if scenario is not None and (reason := not_run_reason(scenario, time_, time_control)):
+        yield reason
+        return
     port = free_port() if target.cmd else (urlsplit(target.url).port or 80)
     portal_url = f"http://127.0.0.1:{port}" if target.cmd else target.url.rstrip("/")
-    ctx = ScenarioRun(MODES[mode], stage_for(servers, mode, portal_url, target.redirect_path, target.page,
-                                             real_time=clock is None), request_timeout)
-    time_control = "virtual (libfaketime)" if clock is not None else "real: " + (
-        "a portal the kit did not start keeps its own clock" if target.url else INSTALL_HINT)
+    ctx = ScenarioRun(MODES[mode], stage_for(servers, mode, portal_url, target.redirect_path, target.page, time_),
+                      request_timeout)
     process: PortalProcess | None = None
     error = ""
-    started = time.monotonic()
     try:
         if target.cmd:
             env = portal_environment(ctx.config, str(servers.ca.ca_file))
@@ -278,23 +317,54 @@ def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: st
             error = process.start(target.startup_timeout)
             if clock is not None and not error:
                 controlled, why = clock.took_effect(_date_header(portal_url, request_timeout))
-                if not controlled:  # e.g. a statically linked portal: real time, as if libfaketime were absent
+                if not controlled:  # e.g. a statically linked portal: as if libfaketime were absent
                     clock.reset(0.0)
-                    ctx.stage.real_time, time_control = True, f"real: {why}"
-        if ctx.stage.real_time and scenario.short_tokens:
-            servers.authority.token_lifetime = SHORT_LIFETIME
-        result = play(ctx, scenario, error)
-        result.time_control = time_control
-        if process is not None and process.not_ready:
-            result.not_ready = process.not_ready
+                    ctx.stage.time, time_control = _uncontrolled(target, why)
+                    if scenario is not None and (reason := not_run_reason(scenario, ctx.stage.time, time_control)):
+                        yield reason
+                        return
+        if ctx.stage.time is Time.REAL:
+            servers.authority.token_lifetime = REAL_TIME_LIFETIME
+        yield PortalSession(ctx, error, time_control, process)
     finally:
         if process is not None:
             process.stop()
             if clock is not None:
                 clock.sweep_shm()
-    result.waited = ctx.waited
+
+
+def run_external_scenario(servers: FakeServers, target: ExternalTarget, mode: str, scenario: Scenario,
+                          request_timeout: float = 10.0) -> ScenarioResult | NotRun:
+    """One scenario on a fresh portal process (or the running ``--portal-url`` portal) and freshly reset fakes; a
+    scenario that cannot give evidence with the time control available is not run (``NotRun``, with the reason)."""
+    started = time.monotonic()
+    with portal_session(servers, target, mode, request_timeout, scenario) as session:
+        if isinstance(session, str):
+            return NotRun(session)
+        result = play(session.ctx, scenario, session.error)
+        result.time_control = session.time_control
+        if session.process is not None and session.process.not_ready:
+            result.not_ready = session.process.not_ready
+    result.waited = session.ctx.waited
     result.wall_time = time.monotonic() - started
     return result
+
+
+def exploration_opener(servers: FakeServers, target: ExternalTarget, mode: str,
+                       request_timeout: float = 10.0) -> Opener:
+    """Each example of the exploration on a fresh portal process and freshly reset fakes, on the virtual clock
+    (clock jumps are the exploration's rules: a portal whose clock the kit cannot move cannot be explored)."""
+
+    @contextlib.contextmanager
+    def opener() -> Iterator[tuple[ScenarioRun, str]]:
+        with portal_session(servers, target, mode, request_timeout) as session:
+            assert isinstance(session, PortalSession)
+            if session.ctx.stage.time is not Time.VIRTUAL:
+                raise CannotExplore("the exploration jumps the clock, and the portal's clock cannot be moved "
+                                    f"({session.time_control.partition(': ')[2]})")
+            yield session.ctx, session.error
+
+    return opener
 
 
 def _date_header(portal_url: str, timeout: float) -> str:

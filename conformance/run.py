@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import queue
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -16,10 +18,11 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from conformance.checks import CHECKS, OUTCOMES, evaluate
-from conformance.engine import ScenarioResult, run_scenario
+from conformance.engine import NotRun, ScenarioResult, run_scenario
 from conformance.errors import InternalError, PortalNotReady
-from conformance.explore import BUDGETS, Exploration, explore
-from conformance.external import ExternalTarget, run_external_scenario
+from conformance.explore import BUDGETS, EXTERNAL_EXAMPLES, EXTERNAL_SHRINK_SECONDS, Exploration, explore
+from conformance.external import ExternalTarget, exploration_opener, run_external_scenario
+from conformance.portal_time import INSTALL_HINT, ShiftedClock
 from conformance.printable import printable_value
 from conformance.redact import redact_text
 from conformance.scenarios import SCENARIOS
@@ -38,6 +41,7 @@ class RunOptions:
     scenarios: tuple[str, ...] = ()  # empty: all
     profile: str = "quick"
     seed: int = 0
+    examples: int | None = None  # exploration examples per mode (None: ``BUDGETS`` in-process, fewer for a process)
     request_timeout: float = 10.0
     # A portal that never became ready for a scenario: raise ``PortalNotReady`` (``run`` without --keep-going), or
     # judge it like any other scenario (its checks fail with the reason: the library's and --keep-going's way).
@@ -66,30 +70,93 @@ def scenario_plan(modes: Iterable[str], wanted: Iterable[str] = (), restarts: bo
             for mode in modes}
 
 
-def run_mode(target: Target, mode: str, options: RunOptions, key: SigningKey, progress: Progress | None = None,
-             servers: FakeServers | None = None, skipped: dict[str, str] | None = None) -> dict[str, ScenarioResult]:
-    """Every scenario of the mode's flow, each on a fresh portal; ``skipped`` collects what could not run.
+class ModeResults(dict[str, ScenarioResult]):
+    """A mode's scenario results by name, and the scenarios that were not run with the reason (``skipped``), which
+    ``judge`` cites in the checks they leave not exercised."""
 
-    Raises ``PortalNotReady`` when the portal never became ready and ``options.stop_when_not_ready``, and
-    ``InternalError`` when a fake raised (a bug in the kit)."""
-    flow = MODES[mode].flow
-    results: dict[str, ScenarioResult] = {}
-    for name, scenario in SCENARIOS[flow.key].items():
-        if options.scenarios and name not in options.scenarios:
-            continue
-        if isinstance(target, ExternalTarget) and target.url and scenario.fresh_portal:
-            if skipped is not None:
-                skipped[name] = "needs a fresh portal, and a portal given by --portal-url is not restarted"
-            continue
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[str, str] = {}
+
+
+def run_mode(target: Target, mode: str, options: RunOptions, key: SigningKey, progress: Progress | None = None,
+             servers: FakeServers | Sequence[FakeServers] | None = None,
+             skipped: dict[str, str] | None = None) -> ModeResults:
+    """Every scenario of the mode's flow, each on a fresh portal; ``skipped`` collects what could not run, and why.
+    (``run_modes`` for several modes at once.)"""
+    per_mode = run_modes(target, (mode,), options, key, progress, servers, {mode: skipped} if skipped is not None
+                         else None)
+    return per_mode[mode]
+
+
+def run_modes(target: Target, modes: Sequence[str], options: RunOptions, key: SigningKey,
+              progress: Progress | None = None, servers: FakeServers | Sequence[FakeServers] | None = None,
+              skipped: dict[str, dict[str, str]] | None = None) -> dict[str, ModeResults]:
+    """The scenarios of each mode. A started portal (``--portal-cmd``) plays scenarios concurrently, one per set of
+    ``servers`` (each with its own fakes, clock and trace, and its own portal process and port), so results and
+    traces do not depend on the order in which they finish; they come back in plan order.
+
+    Raises ``PortalNotReady`` when the portal never became ready and ``options.stop_when_not_ready`` (the other
+    scenarios are abandoned), and ``InternalError`` when a fake raised (a bug in the kit)."""
+    external = isinstance(target, ExternalTarget)
+    plan = scenario_plan(modes, options.scenarios, restarts=not (external and target.url))
+    for mode in modes:  # what a --portal-url run cannot play
+        for name in scenario_plan((mode,), options.scenarios)[mode]:
+            if name not in plan[mode] and skipped is not None:
+                skipped.setdefault(mode, {})[name] = ("needs a fresh portal, and a portal given by --portal-url is "
+                                                      "not restarted")
+    jobs = [(mode, name) for mode in modes for name in plan[mode]]
+    pool = [servers] if isinstance(servers, FakeServers) else list(servers or [])
+    done: dict[tuple[str, str], ScenarioResult | NotRun] = {}
+
+    def play_one(job: tuple[str, str], servers_: FakeServers | None) -> ScenarioResult | NotRun:
+        mode, name = job
         if progress:
-            progress(f"{mode} > {flow.cli_name} > {name}")
+            progress(f"{mode} > {MODES[mode].flow.cli_name} > {name}")
+        scenario = SCENARIOS[MODES[mode].flow.key][name]
         if isinstance(target, ExternalTarget):
-            assert servers is not None
-            results[name] = run_external_scenario(servers, target, mode, scenario, options.request_timeout)
+            assert servers_ is not None, "an external target needs the fakes served (FakeServers)"
+            result = run_external_scenario(servers_, target, mode, scenario, options.request_timeout)
         else:
-            results[name] = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
-        if results[name].not_ready and options.stop_when_not_ready:
-            raise PortalNotReady(mode, flow.cli_name, name, results[name].not_ready)
+            result = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
+        if isinstance(result, ScenarioResult) and result.not_ready and options.stop_when_not_ready:
+            raise PortalNotReady(mode, MODES[mode].flow.cli_name, name, result.not_ready)
+        return result
+
+    if len(pool) <= 1:
+        for job in jobs:
+            done[job] = play_one(job, pool[0] if pool else None)
+    else:
+        free: queue.SimpleQueue[FakeServers] = queue.SimpleQueue()
+        for each in pool:
+            free.put(each)
+
+        def on_free_servers(job: tuple[str, str]) -> ScenarioResult | NotRun:
+            servers_ = free.get()
+            try:
+                return play_one(job, servers_)
+            finally:
+                free.put(servers_)
+
+        with ThreadPoolExecutor(len(pool), thread_name_prefix="scenario") as executor:
+            futures = {job: executor.submit(on_free_servers, job) for job in jobs}
+            try:
+                for job, future in futures.items():
+                    done[job] = future.result()
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()
+                raise
+    results = {mode: ModeResults() for mode in modes}
+    for mode in modes:
+        results[mode].skipped.update((skipped or {}).get(mode, {}))
+    for (mode, name), result in done.items():
+        if isinstance(result, NotRun):
+            results[mode].skipped[name] = result.reason
+            if skipped is not None:
+                skipped.setdefault(mode, {})[name] = result.reason
+        else:
+            results[mode][name] = result
     return results
 
 
@@ -99,16 +166,44 @@ def _replay(mode: str, scenarios: Iterable[str], target: Target) -> str:
     return f"bc-conformance run --mode {mode}{portal}" + (f" --scenario {names}" if names else "")
 
 
+def _replay_exploration(mode: str, target: Target, options: RunOptions, examples: int) -> str:
+    portal = f" {target.cli_args}" if target.cli_args else ""
+    scenarios = f" --scenario {','.join(options.scenarios)}" if options.scenarios else ""
+    return (f"bc-conformance run --profile full --mode {mode}{scenarios} --seed {options.seed} --examples {examples}"
+            f"{portal}")
+
+
 def explore_modes(target: InProcessTarget, options: RunOptions, key: SigningKey,
                   progress: Progress | None = None) -> dict[str, Exploration]:
     """The ``full`` profile's property-based exploration, one state machine per mode."""
+    examples = options.examples or BUDGETS["full"]
     out: dict[str, Exploration] = {}
     for mode in options.modes:
         if progress:
-            progress(f"{mode} > exploring interleavings ({BUDGETS['full']} examples, seed {options.seed})")
-        replay = f"bc-conformance run --profile full --mode {mode} --seed {options.seed}" + (
-            f" {target.cli_args}" if target.cli_args else "")
-        out[mode] = explore(target, mode, BUDGETS["full"], options.seed, key, replay)
+            progress(f"{mode} > exploring interleavings ({examples} examples, seed {options.seed})")
+        out[mode] = explore(target, mode, examples, options.seed, key,
+                            _replay_exploration(mode, target, options, examples))
+    return out
+
+
+def explore_external(target: ExternalTarget, servers: FakeServers, options: RunOptions,
+                     progress: Progress | None = None) -> dict[str, Exploration]:
+    """The exploration against a portal the kit starts: a fresh process per example, on the virtual clock."""
+    examples = options.examples or EXTERNAL_EXAMPLES
+    out: dict[str, Exploration] = {}
+    for mode in options.modes:
+        replay = _replay_exploration(mode, target, options, examples)
+        if target.url or not isinstance(servers.clock, ShiftedClock):
+            why = ("a portal given by --portal-url is not restarted for each example" if target.url
+                   else f"clock jumps need the portal's clock under the kit's control; {INSTALL_HINT}")
+            out[mode] = Exploration(mode, 0, False, replay=replay, not_exercised=why)
+            continue
+        if progress:
+            progress(f"{mode} > exploring interleavings ({examples} examples, a portal process each, seed "
+                     f"{options.seed})")
+        out[mode] = explore(None, mode, examples, options.seed, replay=replay,
+                            opener=exploration_opener(servers, target, mode, options.request_timeout),
+                            shrink_seconds=EXTERNAL_SHRINK_SECONDS)
     return out
 
 
@@ -119,12 +214,14 @@ def _exploration_check(mode: str, found: Exploration) -> dict[str, Any]:
     sequence = "; ".join(found.counterexample) or "(no rule call: the first state failed)"
     return {
         "id": "explored-interleavings", "title": "Interleavings of users, clock jumps and faults", "mode": mode,
-        "flow": flow.key, "steps": cited, "level": "MUST", "outcome": "passed" if found.passed else "failed",
+        "flow": flow.key, "steps": cited, "level": "MUST",
+        "outcome": "passed" if found.passed else "not_exercised" if found.not_exercised else "failed",
         "message": (f"{found.examples} random sequences followed the table" if found.passed
+                    else f"not explored: {found.not_exercised}" if found.not_exercised
                     else f"Hypothesis found and shrank a failing sequence: {found.failure}"),
         "expected": "the monitor sees no move the table does not allow, every Business Central call carries an "
                     "unexpired token of the right principal, no code or refresh token is redeemed twice",
-        "received": "" if found.passed else f"{sequence} → {found.failure}",
+        "received": "" if found.passed or found.not_exercised else f"{sequence} → {found.failure}",
         "refs": [f"{DOCUMENT}, {flow.title} <{DOCUMENT_URL}>", "Hypothesis stateful testing"],
         "scenarios": [], "evidence": [], "replay": found.replay,
     }
@@ -137,6 +234,8 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
     checks: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     scenarios: list[dict[str, Any]] = []
+    skipped = {mode: {**getattr(results, "skipped", {}), **(skipped or {}).get(mode, {})}
+               for mode, results in per_mode.items()}
     for mode, results in per_mode.items():
         flow = MODES[mode].flow
         secrets = _secrets_of(results)
@@ -145,6 +244,9 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
                 continue
             verdict = evaluate(check, results, mode)
             used = verdict.scenarios or [s for s in check.scenarios if s in results]
+            if verdict.outcome == "not_exercised":
+                verdict.message += "".join(f"; scenario {name} was not run: {why}" for name, why in
+                                           skipped[mode].items() if name in check.scenarios)
             checks.append({
                 "id": check.id, "title": check.title, "mode": mode, "flow": flow.key,
                 "steps": list(check.steps[flow.key]), "level": check.level, "outcome": verdict.outcome,
@@ -164,7 +266,7 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
                           "text": step.text, "outcome": outcome, "checks": [c["id"] for c in citing]})
         for name, sr in results.items():
             scenarios.append(_scenario_doc(mode, name, sr, secrets))
-        for name, reason in (skipped or {}).get(mode, {}).items():
+        for name, reason in skipped[mode].items():
             scenarios.append({"mode": mode, "flow": flow.key, "name": name, "outcome": "not_exercised",
                               "description": SCENARIOS[flow.key][name].description, "error": reason, "visits": [],
                               "violations": [], "waited": 0.0, "trace": []})
@@ -191,7 +293,8 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
         "summary_by_level": by_level,
         "checks": checks,
         "explorations": [{"mode": e.mode, "examples": e.examples, "passed": e.passed,
-                          "counterexample": e.counterexample, "failure": e.failure, "replay": e.replay}
+                          "counterexample": e.counterexample, "failure": e.failure, "replay": e.replay,
+                          "not_exercised": e.not_exercised}
                          for e in (explorations or {}).values()],
         "steps": steps,
         "scenarios": scenarios,

@@ -67,8 +67,11 @@ class Trace:
         return trace
 
     def clear(self) -> None:
+        """A new scenario: no event, and ``seq`` from 1 again (a scenario's trace is the same whichever server
+        played it, and after however many others)."""
         with self._lock:
             self._events.clear()
+            self._seq = itertools.count(1)
 
     @property
     def events(self) -> list[TraceEvent]:

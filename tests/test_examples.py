@@ -4,15 +4,19 @@ fault in a copy of one is caught at the documented step."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from conformance.external import ExternalTarget
-from conformance.run import RunOptions, judge, run_mode
+from conformance.run import RunOptions, judge, run_mode, scenario_plan
 from conformance.servers import FakeServers
 from fake_authority import Registry
 from fake_authority.jwt import SigningKey
@@ -30,8 +34,8 @@ JUDGED_MUSTS = {"missing-token-fetched", "valid-token-reused", "expired-token-re
                 "working-portal"}
 
 
-@pytest.fixture(scope="module")
-def servers():
+@contextlib.contextmanager
+def _fakes():
     """The fakes on loopback HTTPS; with libfaketime installed (as .ci/run does) on the virtual clock that started
     portals share, as `bc-conformance run --portal-cmd` uses them."""
     from conformance.clock import SystemClock
@@ -46,7 +50,14 @@ def servers():
         clock.close()
 
 
+@pytest.fixture(scope="module")
+def servers():
+    with _fakes() as running:
+        yield running
+
+
 def _run(servers, cmd: str, mode: str, scenarios: tuple[str, ...] = ()) -> dict:
+    """``servers``: one set of fakes, or a list of them (scenarios played concurrently, one per set)."""
     target = ExternalTarget(cmd=cmd, startup_timeout=30)
     options = RunOptions(modes=(mode,), scenarios=scenarios)
     return judge(target, {mode: run_mode(target, mode, options, SigningKey(), servers=servers)}, options)
@@ -59,10 +70,10 @@ def _failed_musts(results: dict) -> list[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
-def test_example_portal_passes_every_must_check(servers, example, mode):
+def test_example_portal_passes_every_must_check(pool, example, mode):
     if example == "express-msal-node" and not (EXPRESS_DIR / "node_modules" / "@azure" / "msal-node").is_dir():
         pytest.fail(f"run `npm ci --prefix {EXPRESS_DIR.relative_to(ROOT)}` first (the README's test command does)")
-    results = _run(servers, EXAMPLES[example], mode)
+    results = _run(pool, EXAMPLES[example], mode)
     assert _failed_musts(results) == []
     assert results["exit_code"] == 0
     exercised = {c["id"] for c in results["checks"] if c["level"] == "MUST" and c["outcome"] == "passed"}
@@ -70,10 +81,10 @@ def test_example_portal_passes_every_must_check(servers, example, mode):
     assert exercised >= JUDGED_MUSTS
 
 
-def test_msal_python_with_a_named_permission_also_passes(servers):
+def test_msal_python_with_a_named_permission_also_passes(pool):
     """BC_USER_SCOPE=…/Financials.ReadWrite.All: the token response names the permission, without `.default`."""
     named = "https://api.businesscentral.dynamics.com/Financials.ReadWrite.All"
-    results = _run(servers, f"env BC_USER_SCOPE={named} {sys.executable} {FLASK_APP}", "AzUser",
+    results = _run(pool, f"env BC_USER_SCOPE={named} {sys.executable} {FLASK_APP}", "AzUser",
                    ("missing-token", "valid-token", "expired-token"))
     assert _failed_musts(results) == []
     scopes = {e["detail"].get("scope") for sc in results["scenarios"] for e in sc["trace"]
@@ -82,8 +93,8 @@ def test_msal_python_with_a_named_permission_also_passes(servers):
 
 
 @pytest.mark.parametrize("mode", ["AzUser", "AzDelegate"])
-def test_a_form_post_portal_passes_and_its_callback_is_really_replayed(servers, mode):
-    results = _run(servers, f"{sys.executable} {HANDWRITTEN_APP}", mode)
+def test_a_form_post_portal_passes_and_its_callback_is_really_replayed(pool, mode):
+    results = _run(pool, f"{sys.executable} {HANDWRITTEN_APP}", mode)
     assert _failed_musts(results) == []
     assert results["exit_code"] == 0
     passed = {c["id"] for c in results["checks"] if c["outcome"] == "passed"}
@@ -116,7 +127,7 @@ def _plant(source: str, old: str, new: str) -> str:
 
 
 @pytest.mark.parametrize(("mode", "step"), [("AzApp", "CC-2"), ("AzUser", "AC-2")])
-def test_a_token_cache_that_keeps_tokens_past_expiry_fails_the_expired_token_check(servers, tmp_path, mode, step):
+def test_a_token_cache_that_keeps_tokens_past_expiry_fails_the_expired_token_check(pool, tmp_path, mode, step):
     source = FLASK_APP.read_text(encoding="utf-8")
     source = _plant(source, "\nMODES = ", KEEP_FOREVER + "\nMODES = ")
     source = _plant(source, "token_cache=cache,", "token_cache=cache if cache is not None else KeepForever(),")
@@ -125,7 +136,7 @@ def test_a_token_cache_that_keeps_tokens_past_expiry_fails_the_expired_token_che
     faulty.write_text(source, encoding="utf-8")
     shutil.copy(FLASK_APP.with_name("requirements.txt"), tmp_path)
 
-    results = _run(servers, f"{sys.executable} {faulty}", mode, ("missing-token", "valid-token", "expired-token"))
+    results = _run(pool, f"{sys.executable} {faulty}", mode, ("missing-token", "valid-token", "expired-token"))
 
     check = next(c for c in results["checks"] if c["id"] == "expired-token-replaced")
     assert check["outcome"] == "failed", check
@@ -169,10 +180,10 @@ def _time_controls(results: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("mode", ["AzUser", "AzDelegate"])
-def test_a_portal_renewing_30_s_before_expiry_passes_in_virtual_time(servers, mode):
+def test_a_portal_renewing_30_s_before_expiry_passes_in_virtual_time(pool, mode):
     """Tokens keep Entra's 3600 s life and waits are virtual, so a 30 s renewal margin is exercised as written."""
     _needs_faketime()
-    results = _run(servers, f"env RENEW_MARGIN=30 {sys.executable} {HANDWRITTEN_APP}", mode, TIME_SCENARIOS)
+    results = _run(pool, f"env RENEW_MARGIN=30 {sys.executable} {HANDWRITTEN_APP}", mode, TIME_SCENARIOS)
     assert _failed_musts(results) == [] and results["exit_code"] in (0, 3)  # 3: the subset leaves some unexercised
     passed = {c["id"] for c in results["checks"] if c["outcome"] == "passed"}
     assert passed >= {"valid-token-reused", "expired-token-replaced", "missing-token-fetched", "working-portal"}
@@ -186,7 +197,7 @@ def test_a_portal_renewing_30_s_before_expiry_passes_in_virtual_time(servers, mo
     ("RENEW_MARGIN=-30", None, "expired-token-replaced", "CHECK"),  # uses a token 30 s past its expiry
     ("RENEW_MARGIN=-100000", None, "expired-token-replaced", "CHECK"),  # never renews
 ])
-def test_planted_time_faults_fail_the_check_at_the_checks_step(servers, tmp_path, env, patch, check, role):
+def test_planted_time_faults_fail_the_check_at_the_checks_step(pool, tmp_path, env, patch, check, role):
     from flows import MODES, Role
 
     _needs_faketime()
@@ -194,19 +205,101 @@ def test_planted_time_faults_fail_the_check_at_the_checks_step(servers, tmp_path
     if patch is not None:
         app = tmp_path / "app.py"
         app.write_text(_plant(HANDWRITTEN_APP.read_text(encoding="utf-8"), *patch), encoding="utf-8")
-    results = _run(servers, f"env {env} {sys.executable} {app}".replace("env  ", ""), "AzUser", TIME_SCENARIOS)
+    results = _run(pool, f"env {env} {sys.executable} {app}".replace("env  ", ""), "AzUser", TIME_SCENARIOS)
     failed = {c["id"]: c for c in results["checks"] if c["outcome"] == "failed"}
     assert check in failed, sorted(failed)
     assert failed[check]["message"].startswith(MODES["AzUser"].flow.id_of(Role[role]) + ":"), failed[check]["message"]
     assert results["exit_code"] == 1
 
 
-def test_a_portal_whose_clock_does_not_follow_falls_back_to_real_time(servers):
+def test_a_portal_whose_clock_does_not_follow_is_not_raced(pool):
     """A portal that escapes libfaketime (here: the preload removed, as a static binary would) is detected from
-    its Date header; the scenario then runs in real time with short tokens, and says so."""
+    its Date header; the scenarios that need time to pass are then not run — never raced against real time — and
+    the checks they would have exercised say why and how to run them anyway (--real-time)."""
     _needs_faketime()
-    results = _run(servers, f"env -u LD_PRELOAD {sys.executable} -m portals.serve", "AzApp",
-                   ("valid-token", "expired-token"))
-    controls = _time_controls(results)
-    assert controls and all(c.startswith("real: the portal's Date header is 8640") for c in controls), controls
-    assert _failed_musts(results) == [] and results["exit_code"] in (0, 3)
+    results = _run(pool, f"env -u LD_PRELOAD {sys.executable} -m portals.serve", "AzApp",
+                   ("missing-token", "valid-token", "expired-token"))
+    not_run = {sc["name"]: sc["error"] for sc in results["scenarios"] if sc["outcome"] == "not_exercised"}
+    assert set(not_run) == {"valid-token", "expired-token"}, not_run
+    assert all("Date header is 8640" in why and "--real-time" in why for why in not_run.values()), not_run
+    reused = next(c for c in results["checks"] if c["id"] == "valid-token-reused")
+    assert reused["outcome"] == "not_exercised" and "Date header" in reused["message"]
+    assert _failed_musts(results) == [] and results["exit_code"] == 3
+
+
+# ---------------------------------------------------------------- concurrency, load, exploration over HTTPS
+
+
+@pytest.fixture(scope="module")
+def pool(servers):
+    """A second set of fakes beside ``servers``: two scenarios at once, as `run --jobs 2` plays them."""
+    with _fakes() as second:
+        yield [servers, second]
+
+
+def _verdicts(results: dict) -> dict[str, str]:
+    return {c["id"]: c["outcome"] for c in results["checks"]}
+
+
+def _trace_shapes(results: dict) -> dict[str, list[tuple]]:
+    """Each scenario's exchanges without their values (tokens and ports differ from run to run)."""
+    return {sc["name"]: [(e["seq"], e["server"], e["endpoint"], e["method"], e["status"], e["grant"])
+                         for e in sc["trace"]] for sc in results["scenarios"]}
+
+
+@contextlib.contextmanager
+def _cores_kept_busy():
+    """Every core spinning in another process while the run plays."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+@pytest.mark.parametrize("portal", ["renews-30-s-early", "expires-in-read-as-ms"])
+def test_verdicts_and_traces_do_not_depend_on_concurrency_or_a_busy_machine(servers, pool, tmp_path, portal):
+    app = HANDWRITTEN_APP
+    if portal == "expires-in-read-as-ms":
+        app = tmp_path / "app.py"
+        app.write_text(_plant(HANDWRITTEN_APP.read_text(encoding="utf-8"), *MS_BUG), encoding="utf-8")
+    cmd = f"env RENEW_MARGIN=30 {sys.executable} {app}"
+    alone = _run(servers, cmd, "AzUser", TIME_SCENARIOS)
+    side_by_side = _run(pool, cmd, "AzUser", TIME_SCENARIOS)
+    with _cores_kept_busy():
+        busy = _run(pool, cmd, "AzUser", TIME_SCENARIOS)
+    assert _verdicts(side_by_side) == _verdicts(alone) == _verdicts(busy)
+    assert _trace_shapes(side_by_side) == _trace_shapes(alone) == _trace_shapes(busy)
+    plan = scenario_plan(("AzUser",), TIME_SCENARIOS)["AzUser"]
+    assert [sc["name"] for sc in busy["scenarios"]] == plan  # in plan order, whichever finished first
+    failed = {c["id"] for c in alone["checks"] if c["outcome"] == "failed"}
+    assert failed == (set() if portal == "renews-30-s-early" else {"valid-token-reused"}), failed
+
+
+def test_full_profile_explores_a_started_portal_and_prints_a_replay_that_reproduces_the_fault(tmp_path, capsys):
+    """Hypothesis drives the portal process (a fresh one per example) on the virtual clock, finds the planted
+    fault, shrinks it, and prints the command that finds it again."""
+    from conformance.cli import main
+
+    _needs_faketime()
+    app = tmp_path / "app.py"
+    app.write_text(_plant(HANDWRITTEN_APP.read_text(encoding="utf-8"), *MS_BUG), encoding="utf-8")
+    argv = ["run", "--profile", "full", "--mode", "AzUser", "--scenario", "missing-token", "--examples", "10",
+            "--portal-cmd", f"{sys.executable} {app}"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 1
+    printed = capsys.readouterr().out
+    explored = _exploration(tmp_path / "first")
+    assert explored["outcome"] == "failed" and "asked the Authority for a new one" in explored["message"]
+    assert "state.visit(user='alice')" in explored["received"] and len(explored["received"].split("; ")) <= 4
+    replay = next(line.split("replay: ", 1)[1] for line in printed.splitlines()
+                  if "replay: bc-conformance run --profile full" in line)
+    assert main([*shlex.split(replay)[1:], "--out", str(tmp_path / "again")]) == 1
+    again = _exploration(tmp_path / "again")
+    assert again["outcome"] == "failed" and again["message"] == explored["message"]
+
+
+def _exploration(out: Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    return next(c for c in results["checks"] if c["id"] == "explored-interleavings")

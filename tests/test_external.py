@@ -56,12 +56,39 @@ def _check(results: dict, check_id: str) -> dict:
     return next(c for c in results["checks"] if c["id"] == check_id)
 
 
-def test_the_reference_portal_as_a_process_passes(servers):
+def test_without_a_clock_the_kit_moves_time_dependent_checks_are_not_exercised(servers):
+    """These fakes run on the wall clock (as without libfaketime): nothing is raced against real time — the
+    scenarios whose evidence needs time to pass are not run, and their checks say why and what to do."""
     results = _run(servers, f"{PY} -m portals.serve", scenarios=("missing-token", "valid-token", "expired-token"))
     assert [c for c in results["checks"] if c["outcome"] == "failed"] == []
-    expired = next(s for s in results["scenarios"] if s["name"] == "expired-token")
-    assert expired["waited"] >= 3  # real time: the short-lived tokens had to expire
-    assert _check(results, "expired-token-replaced")["outcome"] == "passed"
+    assert _check(results, "missing-token-fetched")["outcome"] == "passed"
+    for check_id, scenario in (("valid-token-reused", "valid-token"), ("expired-token-replaced", "expired-token")):
+        check = _check(results, check_id)
+        assert check["outcome"] == "not_exercised"
+        assert f"scenario {scenario} was not run: needs time to pass" in check["message"], check["message"]
+        assert "apt-get install faketime" in check["message"] and "--real-time" in check["message"]
+    assert {s["name"]: s["outcome"] for s in results["scenarios"]}["expired-token"] == "not_exercised"
+    assert results["exit_code"] == 3
+
+
+def test_real_time_waits_for_real_with_tokens_that_outlive_the_renewal_margin(servers, monkeypatch):
+    """--real-time: waits are real (here recorded instead of slept) and tokens live long enough for MSAL's 300 s
+    margin plus the wait, so a correct portal reuses its token."""
+    from conformance.engine import ScenarioRun
+    from conformance.external import REAL_TIME_LIFETIME
+    from flows.observations import RENEWAL_MARGIN
+
+    slept: list[float] = []
+    monkeypatch.setattr(ScenarioRun, "sleep", staticmethod(slept.append))
+    target = ExternalTarget(cmd=f"{PY} -m portals.serve", real_time=True)
+    options = RunOptions(modes=("AzApp",), scenarios=("valid-token",))
+    results = judge(target, {"AzApp": run_mode(target, "AzApp", options, SigningKey(), servers=servers)}, options)
+    assert slept == [60]
+    assert REAL_TIME_LIFETIME - 60 > RENEWAL_MARGIN and servers.authority.token_lifetime == REAL_TIME_LIFETIME
+    (scenario,) = results["scenarios"]
+    assert scenario["time_control"].startswith("real: ") and scenario["waited"] == 60
+    assert _check(results, "valid-token-reused")["outcome"] == "passed"
+    assert "--real-time" in _check(results, "valid-token-reused")["replay"]
 
 
 @pytest.mark.parametrize(("cmd", "reason"), [
@@ -115,10 +142,12 @@ def test_a_portal_given_by_url_runs_only_the_scenarios_that_need_no_fresh_portal
         per_mode = {"AzApp": run_mode(target, "AzApp", options, SigningKey(), servers=servers, skipped=skipped)}
     finally:
         process.stop()
-    assert set(per_mode["AzApp"]) == {"valid-token", "two-users"}
+    assert set(per_mode["AzApp"]) == {"two-users"}
     assert "missing-token" in skipped and "fresh portal" in skipped["missing-token"]
+    assert "needs time to pass" in skipped["valid-token"] and "did not start" in skipped["valid-token"]
     results = judge(target, per_mode, options, None, {"AzApp": skipped})
-    assert _check(results, "valid-token-reused")["outcome"] == "passed"
+    reused = _check(results, "valid-token-reused")
+    assert reused["outcome"] == "not_exercised" and "keeps its own clock" in reused["message"]
     assert _check(results, "missing-token-fetched")["outcome"] == "not_exercised"
 
 

@@ -61,3 +61,23 @@ def test_exploration_finds_and_shrinks_a_failure(mutant, mode, needle):
     assert 1 <= len(found.counterexample) <= 4, found.counterexample  # shrunk to a short, readable sequence
     assert all(step.startswith("state.") for step in found.counterexample)
     assert "--portal-app portals.mutants:" in found.replay
+
+
+def test_the_exploration_machine_can_be_extended_with_your_own_rules():
+    """A subclass adds a rule and an invariant; the exploration runs both, on the reference portal."""
+    from hypothesis.stateful import invariant, rule
+
+    from conformance.explore import PortalExploration
+
+    class BobSignsInAtTheAuthority(PortalExploration):
+        @rule()
+        def bob_signs_in_at_the_authority_first(self) -> None:
+            self.ctx.sign_in_at_authority("bob")
+
+        @invariant()
+        def nobody_signed_in_at_the_authority_yet(self) -> None:  # false on purpose: proves it runs
+            assert not self.ctx.authority.sessions, "someone signed in"
+
+    found = explore(InProcessTarget.load(REFERENCE), "AzUser", 50, seed=0, machine=BobSignsInAtTheAuthority)
+    assert not found.passed and found.failure == "someone signed in"
+    assert found.counterexample == ["state.bob_signs_in_at_the_authority_first()"]
