@@ -129,7 +129,8 @@ class Browser:
     def request(self, method: str, url: str, data: dict[str, str] | None = None,
                 stop_at: Callable[[str], bool] | None = None) -> Page:
         for _ in range(self.max_hops):
-            self._record("request", method, url, detail={"form_keys": sorted(data or {})})
+            cookie = requests.cookies.get_cookie_header(self.session.cookies, requests.Request(method, url))
+            self._record("request", method, url, detail={"form_keys": sorted(data or {}), "cookie": bool(cookie)})
             try:
                 resp = self._send(method, url, data)
             except requests.RequestException as err:

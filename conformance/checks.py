@@ -46,6 +46,7 @@ class Verdict:
     received: str = ""
     evidence: list[int] = field(default_factory=list)  # trace seqs
     scenarios: list[str] = field(default_factory=list)
+    steps: list[int] | None = None  # a failure: the steps its evidence points to (None: the check's steps)
 
 
 Results = dict[str, "ScenarioResult"]
@@ -167,14 +168,14 @@ def valid_token_reused(results: Results, mode: str) -> Verdict:
     )
     if bad:
         name, v = bad[0]
-        return _fail(
+        return _blame_store_if_no_session(_fail(
             "failed",
             f"{v.step}: {v.message}",
             expected,
             f"in scenario {name}: {v.message}",
             [x.seq for _, x in bad],
             sorted({n for n, _ in bad}),
-        )
+        ), results[name], v.visit, mode)
     if len(sr.visits) < 2:
         return _not_run(["valid-token"])
     first, second = _visit_events(sr, 0), _visit_events(sr, 1)
@@ -190,15 +191,40 @@ def valid_token_reused(results: Results, mode: str) -> Verdict:
             ["valid-token"],
         )
     if not before or _uti(after[0]) not in before:
-        return _fail(
+        return _blame_store_if_no_session(_fail(
             "failed",
             "the second access sent Business Central a token other than the stored one",
             expected,
             "tokens differ between the first and the second access",
             [e.seq for e in after],
             ["valid-token"],
-        )
+        ), sr, 1, mode)
     return _ok("the stored token was reused: no token request or redirect on the second access", ["valid-token"])
+
+
+def _blame_store_if_no_session(verdict: Verdict, sr: ScenarioResult, visit: int, mode: str) -> Verdict:
+    """A token that was not reused points at the check step (CC-2/AC-2: it did not find or trust the stored token);
+    the store step (CC-5/AC-8) is blamed too only when the evidence shows there was no session to store it in: the
+    browser carried no cookie to the portal on that visit."""
+    flow = MODES[mode].flow
+    verdict.steps = [flow.number(Role.CHECK)]
+    if visit < len(sr.visits) and _no_session(sr, visit):
+        verdict.steps.append(flow.number(Role.STORE))
+        verdict.received += (f"; the portal set no cookie, so up to visit {visit + 1} the browser carried none back: "
+                             f"it kept no session to store the token in ({flow.id_of(Role.STORE)})")
+    return verdict
+
+
+def _no_session(sr: ScenarioResult, index: int) -> bool:
+    """The browser never carried a cookie back to the portal in this session, up to this visit (the first request
+    of a session has none by nature; every later one would, had the portal set a session cookie)."""
+    portal = urlsplit(sr.config.redirect_uri).netloc
+    session = sr.visits[index].session
+    start = next(v.start_seq for v in sr.visits if v.session == session)
+    requests_ = [e for e in sr.trace.events if start <= e.seq <= sr.visits[index].end_seq and e.server == "user"
+                 and e.endpoint == "request" and e.detail.get("host") == portal and e.user == sr.visits[index].user]
+    later = requests_[1:]
+    return bool(later) and not any(e.detail.get("cookie") for e in later)
 
 
 def missing_token_fetched(results: Results, mode: str) -> Verdict:

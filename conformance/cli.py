@@ -10,13 +10,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from conformance.scenarios import SCENARIOS, scenario_named
+from conformance.scenarios import SCENARIOS, scenario_named, scenario_plan
 from flows import FLOWS, MODES, flow_named
 from flows.diagram import mermaid
 
 FLOW_NAMES = [f.cli_name for f in FLOWS.values()]
+PROFILES = ("quick", "full")
 SERVE_TRACE_KEPT = 2_000  # events `serve` keeps (it writes no report; an authorize event weighs ~2 KB)
 
 
@@ -37,31 +38,84 @@ def _simulate(args: argparse.Namespace) -> int:
         print(json.dumps(sim.as_dict()))
         return 0 if sim.outcome != "failed" else 1
     print(f"{flow.title} ({sim.mode}, reference portal) — scenario {scenario.name}: {scenario.description}")
-    for step in sim.steps:
-        print(f"  {flow.step_id(step.number):>5}  {step.actor:<9} {step.text}")
-        if args.verbose:
-            events = sim.events_of(step)
-            for event in events:
-                print(f"           {describe(event)}")
-            if not events:
-                note = "the answer shown above" if step.actor == "Authority" else "judged by what follows"
-                print(f"           (no wire exchange of its own: {note})")
-    if sim.outcome == "denied":
-        print("  (the user declined to authorize the app: the flow ends without a token)")
-    elif sim.outcome == "failed":
-        print(f"  (the flow did not complete{': ' + sim.result.error if sim.result.error else ''})")
+    visits = sim.visits
+    for visit in visits:
+        if len(visits) > 1:
+            print(f"  {visit.label(len(visits))}")
+        for step in visit.steps:
+            print(f"  {flow.step_id(step.number):>5}  {step.actor:<9} {step.text}")
+            if args.verbose:
+                events = sim.events_of(step, visit.index)
+                for event in events:
+                    print(f"           {describe(event)}")
+                if not events:
+                    note = "the answer shown above" if step.actor == "Authority" else "judged by what follows"
+                    print(f"           (no wire exchange of its own: {note})")
+        if visit.outcome == "denied":
+            print("  (the user declined to authorize the app: the flow ends without a token)")
+        elif visit.outcome == "failed":
+            print(f"  (the flow did not complete{': ' + sim.result.error if sim.result.error else ''})")
     return 0 if sim.outcome != "failed" else 1
 
 
-def _check_out_dir(path: Path) -> None:
-    """Fail before any scenario runs if results could not be written there."""
-    probe_dir = path
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise UsageError(f"--out {path}: {probe_dir} is not a directory")
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {path}: {probe_dir} is not writable; choose another directory")
+def _prepare_out_dir(path: Path) -> list[Path]:
+    """Fail before any scenario runs if results could not be written there: create the folder and write a probe
+    file. Returns the folders created, for ``_remove_created`` when the run stops without a verdict."""
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is not a directory")
+        probe = path / f".bc-conformance-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        _remove_created(missing)
+        raise UsageError(f"--out {path}: cannot write results there ({err.strerror or err}); choose a writable "
+                         f"folder, e.g. --out ./bc-conformance-results") from None
+    return missing
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the folders this run created, deepest first, where they are still empty (never a user's file)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _suggest(value: str, choices: Sequence[str]) -> str:
+    """' (did you mean X?)' for a near miss, case-insensitive; '' when nothing is close."""
+    import difflib
+
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[close[0]]}?)" if close else ""
+
+
+def _check_command(cmd: str) -> None:
+    """The portal command's program must exist, or every scenario would fail the same way, late."""
+    import shlex
+    import shutil
+
+    try:
+        words = shlex.split(cmd)
+    except ValueError as err:
+        raise UsageError(f"--portal-cmd {cmd!r}: {err} (quote it as a shell would)") from None
+    if not words:
+        raise UsageError("--portal-cmd is empty: give the command that starts your portal, e.g. --portal-cmd "
+                         "\"node server.js\"")
+    program = words[0]
+    shell_words = {"cd", "exec", "export", "env", ".", "source", "set", "if", "for", "while", "(", "{", "!"}
+    if program in shell_words or "=" in program or any(c in cmd for c in "|&;<>$`"):
+        return  # the shell's own syntax: it is the shell's to resolve
+    if "/" in program:
+        if not Path(program).exists():
+            raise UsageError(f"--portal-cmd: {program} does not exist (relative paths are from {Path.cwd()})")
+        if not os.access(program, os.X_OK):
+            raise UsageError(f"--portal-cmd: {program} is not executable (chmod +x it, or start it with its "
+                             f"interpreter, e.g. python3 {program})")
+    elif shutil.which(program) is None:
+        raise UsageError(f"--portal-cmd: {program!r} is not a command on PATH; give its full path or install it")
 
 
 def _modes(value: str) -> tuple[str, ...]:
@@ -70,30 +124,18 @@ def _modes(value: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     bad = [n for n in names if n not in MODES]
     if bad or not names:
-        raise UsageError(f"--mode {value!r}: expected one of {', '.join(MODES)} or all")
+        hint = "".join(_suggest(n, [*MODES, "all"]) for n in bad)
+        raise UsageError(f"--mode {value!r}: expected one of {', '.join(MODES)} (comma-separated) or all{hint}")
     return names
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conformance.errors import InternalError, PortalNotReady
-    from conformance.run import (
-        RunOptions,
-        default_progress,
-        explore_modes,
-        judge,
-        run_mode,
-        scenario_plan,
-        write_internal_error,
-        write_outputs,
-    )
-    from conformance.targets import REFERENCE, InProcessTarget, TargetError
-    from fake_authority.jwt import SigningKey
-
     modes = _modes(args.mode)
     wanted = tuple(s for s in (args.scenario or "").split(",") if s)
     known = {name for per_flow in SCENARIOS.values() for name in per_flow}
     if unknown := [s for s in wanted if s not in known]:
-        raise UsageError(f"--scenario: unknown {', '.join(unknown)}; valid scenarios: {', '.join(sorted(known))}")
+        hint = "".join(_suggest(s, sorted(known)) for s in unknown)
+        raise UsageError(f"--scenario: unknown {', '.join(unknown)}{hint}; valid scenarios: {', '.join(sorted(known))}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     if args.real_time and not (args.portal_cmd or args.portal_url):
@@ -102,10 +144,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.request_timeout <= 0:
         raise UsageError("--request-timeout must be a positive number of seconds")
     out = Path(args.out)
-    _check_out_dir(out)
     chosen = [flag for flag in ("portal_app", "portal_cmd", "portal_url") if getattr(args, flag)]
     if len(chosen) > 1:
         raise UsageError("give at most one of --portal-app, --portal-cmd and --portal-url")
+    if args.portal_cmd is not None:
+        _check_command(args.portal_cmd)
+    if args.portal_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(args.portal_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--portal-url must be an http(s) URL such as http://127.0.0.1:8080, got "
+                             f"{args.portal_url!r}")
     if args.startup_timeout <= 0:
         raise UsageError("--startup-timeout must be a positive number of seconds")
     if not args.redirect_path.startswith("/") or not args.page.startswith("/"):
@@ -126,44 +176,63 @@ def _run(args: argparse.Namespace) -> int:
     if args.examples is not None and (args.examples < 1 or args.profile != "full"):
         raise UsageError(f"--examples {args.examples}: a positive number of random sequences per mode, with "
                          "--profile full")
+    created = _prepare_out_dir(out)
+    if not args.quiet:  # the first progress line, before the heavy imports
+        target_name = (f"portal command {args.portal_cmd!r}" if args.portal_cmd else f"portal at {args.portal_url}"
+                       if args.portal_url else args.portal_app or "the reference portal")
+        sys.stderr.write(f"bc-conformance run: {target_name}; {sum(map(len, plan.values()))} scenarios in "
+                         f"{', '.join(modes)}{' + exploration' if args.profile == 'full' else ''}; results in "
+                         f"{out}\n")
+        sys.stderr.flush()
+    from conformance.errors import InternalError, PortalNotReady
+    from conformance.progress import Progress
+    from conformance.run import RunOptions, explore_modes, judge, run_modes, write_internal_error, write_outputs
+    from conformance.targets import REFERENCE, InProcessTarget, TargetError
+    from fake_authority.jwt import SigningKey
+
     options = RunOptions(modes, wanted, args.profile, args.seed, args.examples, args.request_timeout,
                          stop_when_not_ready=not args.keep_going)
     key = SigningKey()
+    finished = False
     try:
-        if args.portal_cmd or args.portal_url:
-            results = _run_external(args, options, key, plan)
-        else:
-            try:
-                target = InProcessTarget.load(args.portal_app or REFERENCE)
-            except TargetError as err:
-                raise UsageError(str(err)) from None
-            per_mode = {mode: run_mode(target, mode, options, key, default_progress) for mode in modes}
-            explorations = explore_modes(target, options, key, default_progress) if args.profile == "full" else None
-            results = judge(target, per_mode, options, explorations)
-    except UsageError:
-        raise
+        with Progress(quiet=args.quiet) as progress:
+            if args.portal_cmd or args.portal_url:
+                results = _run_external(args, options, key, plan, progress)
+            else:
+                try:
+                    target = InProcessTarget.load(args.portal_app or REFERENCE)
+                except TargetError as err:
+                    raise UsageError(str(err)) from None
+                per_mode = run_modes(target, modes, options, key, progress)
+                explorations = explore_modes(target, options, key, progress) if args.profile == "full" else None
+                results = judge(target, per_mode, options, explorations)
+            progress.note("writing results and the report")
+        try:
+            written = write_outputs(results, out)
+        except OSError as err:
+            raise UsageError(f"--out {out}: cannot write results ({err.strerror})") from None
+        finished = True
     except PortalNotReady as err:
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\033[K")
         raise UsageError(f"{err}\n  No verdict was written. Fix the portal (its command, files or dependencies), or "
                          f"pass --keep-going to judge every scenario anyway (the checks of a portal that is not ready "
                          f"fail).") from None
+    except (UsageError, KeyboardInterrupt):
+        raise
     except Exception as err:  # a fake or a check raised, or any other bug of the kit: never a verdict
         internal = InternalError.of(err)
         internal.report = write_internal_error(internal, out, ["bc-conformance", *getattr(args, "argv", [])])
+        finished = internal.report is not None
         raise internal from err
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-    try:
-        written = write_outputs(results, out)
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot write results ({err.strerror})") from None
+    finally:
+        if not finished:  # nothing is left behind by a run that stopped without a verdict
+            (out / "portal.env").unlink(missing_ok=True)
+            _remove_created(created)
     _print_summary(results, written)
     return int(results["exit_code"])
 
 
-def _run_external(args: argparse.Namespace, options: Any, key: Any, plan: dict[str, list[str]]) -> dict[str, Any]:
-    from urllib.parse import urlsplit
+def _run_external(args: argparse.Namespace, options: Any, key: Any, plan: dict[str, list[str]],
+                  progress: Any) -> dict[str, Any]:
 
     from conformance.clock import SystemClock
     from conformance.external import (
@@ -174,12 +243,10 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any, plan: dict[s
         wait_for_url,
     )
     from conformance.portal_time import INSTALL_HINT, ShiftedClock, faketime_library
-    from conformance.run import default_progress, explore_external, judge, run_modes
+    from conformance.run import explore_external, judge, run_modes
     from conformance.servers import FakeServers
     from fake_authority import Registry
 
-    if args.portal_url and urlsplit(args.portal_url).scheme not in ("http", "https"):
-        raise UsageError(f"--portal-url must be an http(s) URL, got {args.portal_url!r}")
     target = ExternalTarget(args.portal_cmd or "", args.portal_url or "", args.page, args.redirect_path,
                             args.startup_timeout, real_time=args.real_time)
     # SIGTERM (and a closed terminal) end the run like Ctrl-C: the portal processes are stopped, the keys removed.
@@ -230,8 +297,8 @@ def _run_external(args: argparse.Namespace, options: Any, key: Any, plan: dict[s
             if problem:
                 raise UsageError(problem)
         skipped: dict[str, dict[str, str]] = {}
-        per_mode = run_modes(target, options.modes, options, key, default_progress, pool, skipped)
-        explorations = (explore_external(target, pool[0], options, default_progress)
+        per_mode = run_modes(target, options.modes, options, key, progress, pool, skipped)
+        explorations = (explore_external(target, pool[0], options, progress)
                         if args.profile == "full" else None)
     return judge(target, per_mode, options, explorations, skipped)
 
@@ -265,25 +332,34 @@ def _print_summary(results: dict, written: dict[str, Path]) -> None:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from conformance.run import default_progress
+    from conformance.progress import Progress
     from conformance.selftest import format_matrix, selftest
 
-    report = selftest(args.profile, default_progress)
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+    with Progress(quiet=args.quiet) as progress:
+        progress.note(f"bc-conformance selftest: the reference portal, then every mutant ({args.profile} profile)")
+        report = selftest(args.profile, progress)
     print(json.dumps(report, indent=2) if args.json else format_matrix(report))
     return 0 if report["passed"] else 1
 
 
 def _report(args: argparse.Namespace) -> int:
+    from conformance.progress import Progress
     from reports import cli_render
 
     try:
-        path = cli_render(args.results, args.output)
+        with Progress(quiet=args.quiet) as progress:
+            progress.note(f"bc-conformance report: rendering {args.results}")
+            path = cli_render(args.results, args.output)
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(f"report: {path}")
     return 0
+
+
+def _checks(args: argparse.Namespace) -> int:
+    from conformance.catalogue import print_catalogue
+
+    return print_catalogue(json_output=args.json)
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -336,37 +412,61 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_EXAMPLES = """examples:
+  bc-conformance run                                          # the reference portal, every mode
+  bc-conformance run --portal-app mypkg.web:create_app        # a WSGI app (or factory), in-process
+  bc-conformance run --portal-cmd "node server.js" --mode AzApp,AzUser   # any language, started per scenario
+  bc-conformance run --portal-url http://127.0.0.1:8080 --mode AzApp    # a portal you started (DIR/portal.env)
+  bc-conformance run --profile full --portal-cmd "python3 app.py"        # + property-based exploration
+  bc-conformance run --mode AzUser --scenario valid-token     # replay one scenario (as a failure's replay says)
+"""
+RUN_EXIT_CODES = """exit codes:
+  0  every applicable MUST check passed
+  1  a MUST check failed
+  2  no verdict: a usage or configuration error (before any scenario runs), a portal that never
+     became ready (--portal-cmd: its command exited or never listened on PORTAL_PORT, unless
+     --keep-going; --portal-url: it never answered), or an internal error of the kit (details in
+     DIR/internal-error.json); no verdict is written
+  3  incomplete: no MUST check failed, but some could not be exercised (listed, with the reason)
+  130, 143  interrupted (Ctrl-C, SIGTERM); nothing is written"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 naming the command they belong to, with its own usage (argparse's default for a
+    subcommand's extra argument is the top-level usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _choice(name: str, choices: Sequence[str]) -> Any:
+    """An argparse type that names the valid values and suggests the nearest one."""
+    def parse(value: str) -> str:
+        if value in choices:
+            return value
+        raise argparse.ArgumentTypeError(f"invalid {name} {value!r}{_suggest(value, choices)}; choose from "
+                                         f"{', '.join(choices)}")
+    parse.__name__ = name
+    return parse
+
+
+def _sub(sub: Any, name: str, help_: str, description: str = "", epilog: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_, description=description or help_[0].upper() + help_[1:] + ".",
+                          epilog=epilog or None, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bc-conformance",
         description="Conformance kit for portals that sign in to Microsoft Entra ID and call Business Central.",
+        epilog="Run `bc-conformance COMMAND --help` for a command's options, examples and exit codes.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    sim = sub.add_parser("simulate", help="walk a documented flow for a scenario, step by step")
-    sim.add_argument("flow", choices=FLOW_NAMES, metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
-    all_scenarios = sorted({s for per_flow in SCENARIOS.values() for s in per_flow})
-    sim.add_argument("--scenario", required=True, metavar="S", help=f"one of: {', '.join(all_scenarios)}")
-    sim.add_argument("--json", action="store_true", help="print the visited steps as JSON")
-    sim.add_argument("--verbose", "-v", action="store_true", help="show each step's wire exchange (redacted)")
-    sim.set_defaults(func=_simulate)
-
-    dia = sub.add_parser("diagram", help="print a Mermaid state diagram of a flow")
-    dia.add_argument("flow", choices=FLOW_NAMES, metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
-    dia.set_defaults(func=_diagram)
-
-    run = sub.add_parser(
-        "run", help="run the conformance scenarios and checks against a portal",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes:\n"
-               "  0  every applicable MUST check passed\n"
-               "  1  a MUST check failed\n"
-               "  2  no verdict: a usage or configuration error (before any scenario runs), a portal that never\n"
-               "     became ready (--portal-cmd: its command exited or never listened on PORTAL_PORT, unless\n"
-               "     --keep-going; --portal-url: it never answered), or an internal error of the kit (details in\n"
-               "     DIR/internal-error.json); no verdict is written\n"
-               "  3  incomplete: no MUST check failed, but some could not be exercised (listed, with the reason)\n"
-               "  130, 143  interrupted (Ctrl-C, SIGTERM); nothing is written")
+    run = _sub(sub, "run", "run the conformance scenarios and checks against a portal",
+               epilog=f"{RUN_EXAMPLES}\n{RUN_EXIT_CODES}")
     run.add_argument("--mode", default="all", help="AzApp, AzUser, AzDelegate (comma-separated) or all (default)")
     run.add_argument("--portal-app", metavar="MODULE:ATTR",
                      help="a WSGI app (or a factory returning one) to run in-process; default: the reference portal")
@@ -384,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "fail that scenario's checks and go on instead of stopping with exit code 2")
     run.add_argument("--out", default="bc-conformance-results", metavar="DIR",
                      help="where to write results.json, junit.xml and the report (default: bc-conformance-results)")
-    run.add_argument("--profile", choices=["quick", "full"], default="quick",
-                     help="quick: the scenarios; full: scenarios and property-based exploration")
+    run.add_argument("--profile", type=_choice("profile", PROFILES), default="quick",
+                     help="quick (default): the scenarios; full: the scenarios and property-based exploration")
     run.add_argument("--seed", type=int, default=0, help="seed of the property-based exploration (default 0)")
     run.add_argument("--examples", type=int, metavar="N",
                      help="--profile full: random sequences explored per mode (default 150 in-process, 25 for a "
@@ -400,19 +500,58 @@ def build_parser() -> argparse.ArgumentParser:
                           "and clock (default: the number of cores)")
     run.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="how long a portal may take to answer one request (default 10)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr (the summary still prints)")
     run.set_defaults(func=_run)
 
-    st = sub.add_parser("selftest", help="prove the kit catches every mutant portal and passes the reference")
+    st = _sub(sub, "selftest", "prove the kit catches every mutant portal and passes the reference",
+              epilog="examples:\n  bc-conformance selftest\n  bc-conformance selftest --profile full --json\n\n"
+                     "exit codes:\n  0  the reference portal passes and every mutant is caught by the checks it "
+                     "names\n  1  otherwise (the matrix shows which)\n  2  a usage error")
     st.add_argument("--json", action="store_true", help="print the matrix as JSON")
-    st.add_argument("--profile", choices=["quick", "full"], default="quick")
+    st.add_argument("--profile", type=_choice("profile", PROFILES), default="quick",
+                    help="quick (default): the scenarios; full: also the property-based exploration")
+    st.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     st.set_defaults(func=_selftest)
 
-    rep = sub.add_parser("report", help="re-render report.html (and report.md) from a saved results.json")
-    rep.add_argument("results", metavar="DIR_OR_results.json")
+    rep = _sub(sub, "report", "re-render report.html (and report.md) from a saved results.json",
+               epilog="examples:\n  bc-conformance report bc-conformance-results\n"
+                      "  bc-conformance report old/results.json -o /tmp/report.html\n\n"
+                      "exit codes:\n  0  written\n  2  the results cannot be read or the report cannot be written")
+    rep.add_argument("results", metavar="DIR_OR_results.json",
+                     help="a results folder written by `run`, or its results.json")
     rep.add_argument("-o", "--output", metavar="report.html", help="default: report.html beside the results")
+    rep.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     rep.set_defaults(func=_report)
 
-    srv = sub.add_parser("serve", help="serve the fake Authority and Business Central on loopback HTTPS")
+    sim = _sub(sub, "simulate", "walk a documented flow for a scenario, step by step",
+               epilog="examples:\n  bc-conformance simulate client-credentials --scenario expired-token\n"
+                      "  bc-conformance simulate authorization-code --scenario consent-denied -v\n\n"
+                      "exit codes:\n  0  the flow completed (or ended as the scenario intends)\n  1  it did not\n"
+                      "  2  a usage error")
+    sim.add_argument("flow", type=_choice("flow", FLOW_NAMES), metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
+    all_scenarios = sorted({s for per_flow in SCENARIOS.values() for s in per_flow})
+    sim.add_argument("--scenario", required=True, metavar="S", help=f"one of: {', '.join(all_scenarios)}")
+    sim.add_argument("--json", action="store_true", help="print the visited steps as JSON")
+    sim.add_argument("--verbose", "-v", action="store_true", help="show each step's wire exchange (redacted)")
+    sim.set_defaults(func=_simulate)
+
+    dia = _sub(sub, "diagram", "print a Mermaid state diagram of a flow",
+               epilog="example:\n  bc-conformance diagram authorization-code > ac.mmd")
+    dia.add_argument("flow", type=_choice("flow", FLOW_NAMES), metavar="FLOW", help=f"one of: {', '.join(FLOW_NAMES)}")
+    dia.set_defaults(func=_diagram)
+
+    chk = _sub(sub, "checks", "list every check: id, level, modes, flow steps, references and what exercises it",
+               description="List every check the kit judges, generated from its check registry: id, level, modes, "
+                           "the flow steps it verifies, its references and what a run needs to exercise it.",
+               epilog="examples:\n  bc-conformance checks\n  bc-conformance checks --json | jq '.[].id'\n\n"
+                      "exit codes:\n  0  printed")
+    chk.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+    chk.set_defaults(func=_checks)
+
+    srv = _sub(sub, "serve", "serve the fake Authority and Business Central on loopback HTTPS",
+               epilog="examples:\n  bc-conformance serve                     # prints the URLs, client and CA as "
+                      "JSON\n  bc-conformance serve --port 8443 --redirect-uri http://127.0.0.1:3000/auth/callback"
+                      "\n\nexit codes:\n  0  stopped (Ctrl-C, SIGTERM)\n  2  a usage error or a port in use")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=0, help="Authority port (default: any free port)")
     srv.add_argument("--bc-port", type=int, default=0, help="Business Central port (default: any free port)")
@@ -428,24 +567,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("bc-oauth-conformance")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from conformance.errors import InternalError
     from conformance.printable import printable
 
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        parser.exit(2, "\nbc-conformance: error: give a COMMAND (listed above)\n")
+    command_parser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+    if extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = argv
     try:
         return int(args.func(args))
     except UsageError as err:
-        parser.exit(2, f"bc-conformance {args.command}: error: {err}\n")
+        command_parser.print_usage(sys.stderr)
+        command_parser.exit(2, f"bc-conformance {args.command}: error: {err}\n")
+    except BrokenPipeError:  # e.g. `bc-conformance simulate … | head`: the reader left; nothing to report
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:  # Ctrl-C: the context managers have stopped the servers and portal processes
         print(f"bc-conformance {args.command}: interrupted; no results were written", file=sys.stderr)
         return 130
     except Exception as err:  # a fake or a check raised, or another bug of the kit: exit 2, never a verdict
         internal = InternalError.of(err)
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\033[K")
         lines = [f"bc-conformance {args.command}: internal error in the kit (please report it): {internal.error}",
                  f"  where: {internal.where}"]
         if internal.report is not None:

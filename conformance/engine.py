@@ -50,6 +50,7 @@ class ScenarioResult:
     wall_time: float = 0.0
     not_ready: str = ""  # the portal never became ready (not built, exited, never listened): what happened
     time_control: str = "virtual (in-process fake clock)"  # whose clock the waits moved, or why time was real
+    measure_marked: bool = False  # the script named the visit it is about (``ctx.measure()``)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class ScenarioRun:
         self.users: dict[str, UserDriver] = {}
         self.visits: list[VisitResult] = []
         self.measured_from = 0
+        self.measure_marked = False
         self.waited = 0.0
         self._sessions = 0
 
@@ -158,6 +160,7 @@ class ScenarioRun:
 
     def measure(self) -> None:
         self.measured_from = len(self.visits)
+        self.measure_marked = True
 
     def account(self, name: str) -> str:
         return self.user(name).credentials.username
@@ -245,7 +248,8 @@ def play(ctx: ScenarioRun, scenario: Scenario, error: str = "") -> ScenarioResul
     result = monitor(ctx.mode.flow, ctx.mode, ctx.trace.events, ctx.visits)
     scenario_result = ScenarioResult(ctx.mode.name, scenario, Trace.of(ctx.trace.events), ctx.visits, result,
                                      ctx.measured_from, ctx.config, error, ctx.waited,
-                                     set(ctx.authority.raw_values()), not_ready=not_ready)
+                                     set(ctx.authority.raw_values()), not_ready=not_ready,
+                                     measure_marked=ctx.measure_marked)
     raise_internal_errors(scenario_result)
     return scenario_result
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import queue
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
@@ -18,20 +19,28 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from conformance.checks import CHECKS, OUTCOMES, evaluate
-from conformance.engine import NotRun, ScenarioResult, run_scenario
+from conformance.engine import NotRun, ScenarioResult, ScenarioRun, run_scenario
 from conformance.errors import InternalError, PortalNotReady
-from conformance.explore import BUDGETS, EXTERNAL_EXAMPLES, EXTERNAL_SHRINK_SECONDS, Exploration, explore
+from conformance.explore import (
+    BUDGETS,
+    EXTERNAL_EXAMPLES,
+    EXTERNAL_SHRINK_SECONDS,
+    Exploration,
+    Opener,
+    explore,
+    in_process,
+)
 from conformance.external import ExternalTarget, exploration_opener, run_external_scenario
 from conformance.portal_time import INSTALL_HINT, ShiftedClock
 from conformance.printable import printable_value
+from conformance.progress import SILENT, Progress
 from conformance.redact import redact_text
-from conformance.scenarios import SCENARIOS
+from conformance.scenarios import SCENARIOS, scenario_plan
 from conformance.servers import FakeServers
 from conformance.targets import InProcessTarget
 from fake_authority.jwt import SigningKey
 from flows import DOCUMENT, DOCUMENT_URL, FLOWS, MODES
 
-Progress = Callable[[str], None]
 Target = InProcessTarget | ExternalTarget
 
 
@@ -59,15 +68,6 @@ def kit_version() -> str:
         return metadata.version("bc-oauth-conformance")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def scenario_plan(modes: Iterable[str], wanted: Iterable[str] = (), restarts: bool = True) -> dict[str, list[str]]:
-    """The scenarios each mode would run: the ``wanted`` ones (all when empty) of its flow, and only those that need
-    no fresh portal when the portal is not restarted (``--portal-url``)."""
-    wanted = set(wanted)
-    return {mode: [name for name, scenario in SCENARIOS[MODES[mode].flow.key].items()
-                   if (not wanted or name in wanted) and (restarts or not scenario.fresh_portal)]
-            for mode in modes}
 
 
 class ModeResults(dict[str, ScenarioResult]):
@@ -109,16 +109,20 @@ def run_modes(target: Target, modes: Sequence[str], options: RunOptions, key: Si
     pool = [servers] if isinstance(servers, FakeServers) else list(servers or [])
     done: dict[tuple[str, str], ScenarioResult | NotRun] = {}
 
+    progress = progress or SILENT
+    for mode in modes:
+        progress.plan(mode, len(plan[mode]))
+
     def play_one(job: tuple[str, str], servers_: FakeServers | None) -> ScenarioResult | NotRun:
         mode, name = job
-        if progress:
-            progress(f"{mode} > {MODES[mode].flow.cli_name} > {name}")
+        progress.begin(mode, name)
         scenario = SCENARIOS[MODES[mode].flow.key][name]
         if isinstance(target, ExternalTarget):
             assert servers_ is not None, "an external target needs the fakes served (FakeServers)"
             result = run_external_scenario(servers_, target, mode, scenario, options.request_timeout)
         else:
             result = run_scenario(target, mode, scenario, key=key, request_timeout=options.request_timeout)
+        progress.end(mode, name, "not run" if isinstance(result, NotRun) else "error" if result.error else "played")
         if isinstance(result, ScenarioResult) and result.not_ready and options.stop_when_not_ready:
             raise PortalNotReady(mode, MODES[mode].flow.cli_name, name, result.not_ready)
         return result
@@ -173,16 +177,36 @@ def _replay_exploration(mode: str, target: Target, options: RunOptions, examples
             f"{portal}")
 
 
+def _counted(opener: Opener, progress: Progress, group: str, examples: int) -> Opener:
+    """The opener, reporting each example (beyond the budget: Hypothesis shrinking a failure)."""
+    count = 0
+    progress.plan(group, examples)
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[tuple[ScenarioRun, str]]:
+        nonlocal count
+        count += 1
+        progress.begin(group, f"example {count}" if count <= examples else f"shrinking a failure ({count})")
+        try:
+            with opener() as stage:
+                yield stage
+        finally:
+            if count <= examples:
+                progress.end(group, f"example {count}")
+
+    return counted
+
+
 def explore_modes(target: InProcessTarget, options: RunOptions, key: SigningKey,
                   progress: Progress | None = None) -> dict[str, Exploration]:
     """The ``full`` profile's property-based exploration, one state machine per mode."""
     examples = options.examples or BUDGETS["full"]
     out: dict[str, Exploration] = {}
     for mode in options.modes:
-        if progress:
-            progress(f"{mode} > exploring interleavings ({examples} examples, seed {options.seed})")
+        opener = _counted(in_process(target, mode, key), progress or SILENT, f"{mode} exploration (seed "
+                          f"{options.seed})", examples)
         out[mode] = explore(target, mode, examples, options.seed, key,
-                            _replay_exploration(mode, target, options, examples))
+                            _replay_exploration(mode, target, options, examples), opener=opener)
     return out
 
 
@@ -198,11 +222,9 @@ def explore_external(target: ExternalTarget, servers: FakeServers, options: RunO
                    else f"clock jumps need the portal's clock under the kit's control; {INSTALL_HINT}")
             out[mode] = Exploration(mode, 0, False, replay=replay, not_exercised=why)
             continue
-        if progress:
-            progress(f"{mode} > exploring interleavings ({examples} examples, a portal process each, seed "
-                     f"{options.seed})")
-        out[mode] = explore(None, mode, examples, options.seed, replay=replay,
-                            opener=exploration_opener(servers, target, mode, options.request_timeout),
+        opener = _counted(exploration_opener(servers, target, mode, options.request_timeout), progress or SILENT,
+                          f"{mode} exploration (seed {options.seed}, a portal process per example)", examples)
+        out[mode] = explore(None, mode, examples, options.seed, replay=replay, opener=opener,
                             shrink_seconds=EXTERNAL_SHRINK_SECONDS)
     return out
 
@@ -249,7 +271,9 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
                                            skipped[mode].items() if name in check.scenarios)
             checks.append({
                 "id": check.id, "title": check.title, "mode": mode, "flow": flow.key,
-                "steps": list(check.steps[flow.key]), "level": check.level, "outcome": verdict.outcome,
+                "steps": verdict.steps if verdict.outcome in ("failed", "warning") and verdict.steps
+                else list(check.steps[flow.key]),
+                "level": check.level, "outcome": verdict.outcome,
                 "message": redact_text(verdict.message, secrets), "expected": redact_text(verdict.expected, secrets),
                 "received": redact_text(verdict.received, secrets), "refs": list(check.refs), "scenarios": used,
                 "evidence": verdict.evidence, "replay": _replay(mode, used, target),
@@ -421,9 +445,3 @@ def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         for tmp, _ in temps:
             tmp.unlink(missing_ok=True)
     return written
-
-
-def default_progress(message: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K… {message}")
-        sys.stderr.flush()

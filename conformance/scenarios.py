@@ -6,12 +6,12 @@ Each scenario runs on a fresh portal and fresh fakes. ``ctx.measure()`` marks th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from conformance.driver import missing_state, wrong_state
-from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, Flow
+from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, MODES, Flow
 from flows.observations import RENEWAL_MARGIN
 
 if TYPE_CHECKING:
@@ -216,3 +216,12 @@ def scenario_named(flow: Flow, name: str) -> Scenario:
     if name not in known:
         raise KeyError(f"unknown scenario {name!r} for {flow.cli_name}; valid scenarios: {', '.join(known)}")
     return known[name]
+
+
+def scenario_plan(modes: Iterable[str], wanted: Iterable[str] = (), restarts: bool = True) -> dict[str, list[str]]:
+    """The scenarios each mode would run: the ``wanted`` ones (all when empty) of its flow, and only those that need
+    no fresh portal when the portal is not restarted (``--portal-url``)."""
+    wanted = set(wanted)
+    return {mode: [name for name, scenario in SCENARIOS[MODES[mode].flow.key].items()
+                   if (not wanted or name in wanted) and (restarts or not scenario.fresh_portal)]
+            for mode in modes}

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from conformance.checks import CHECKS
-from conformance.run import Progress, RunOptions, explore_modes, judge, run_mode
+from conformance.progress import Progress
+from conformance.run import RunOptions, explore_modes, judge, run_mode
 from conformance.targets import REFERENCE, InProcessTarget
 from fake_authority.jwt import SigningKey
 from flows import MODES
@@ -40,12 +41,13 @@ def _results(spec: str, modes: tuple[str, ...], profile: str, key: SigningKey,
 
 def selftest(profile: str = "quick", progress: Progress | None = None) -> dict[str, Any]:
     key = SigningKey()
-    reference = _results(REFERENCE, tuple(MODES), profile, key, progress)
+    reference = _results(REFERENCE, tuple(MODES), profile, key, progress.scoped("reference") if progress else None)
     bad = [c for c in reference["checks"] if c["outcome"] in ("failed", "warning")]
     levels = {c.id: c.level for c in CHECKS} | {"explored-interleavings": "MUST"}
     rows: list[Row] = []
     for mutant in MUTANTS:
-        results = _results(mutant.spec, tuple(mutant.catches), profile, key, progress)
+        results = _results(mutant.spec, tuple(mutant.catches), profile, key,
+                           progress.scoped(mutant.name) if progress else None)
         for mode, check_ids in mutant.catches.items():
             for check_id in check_ids:
                 found = next((c for c in results["checks"] if c["mode"] == mode and c["id"] == check_id), None)

@@ -81,7 +81,7 @@ def test_consent_denied_ends_after_step_5_with_the_denial_recorded():
     numbers = [s.number for s in sim.steps]
     assert numbers == [1, 2, 3, 4, 5] and 7 not in numbers
     assert sim.outcome == "denied" and sim.as_dict()["outcome"] == "denied"
-    assert sim.measured.steps[-1] == DENIED
+    assert sim.measured.path[-1] == DENIED
 
 
 def test_every_edge_of_each_table_is_taken():
