@@ -335,7 +335,7 @@ def _selftest(args: argparse.Namespace) -> int:
     from conformance.progress import Progress
     from conformance.selftest import format_matrix, selftest
 
-    with Progress(quiet=args.quiet) as progress:
+    with Progress(quiet=args.quiet, items=False) as progress:  # in a log: a line per mode of each portal
         progress.note(f"bc-conformance selftest: the reference portal, then every mutant ({args.profile} profile)")
         report = selftest(args.profile, progress)
     print(json.dumps(report, indent=2) if args.json else format_matrix(report))

@@ -27,9 +27,10 @@ class Progress:
     played concurrently report from their own threads."""
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False, live: bool | None = None,
-                 prefix: str = "") -> None:
+                 prefix: str = "", items: bool = True) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        self.items = items  # plain lines: one per item (else only a line per finished group)
         self.live = (not quiet and self.stream.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
                      and os.environ.get("TERM") != "dumb") if live is None else live
         self.prefix = prefix
@@ -93,7 +94,7 @@ class Progress:
             entry = self._groups.setdefault(group, _Group(0))
             if self._rich is not None:
                 self._rich.update(entry.task, description=f"{group} > {item}")  # type: ignore[attr-defined]
-            else:
+            elif self.items:
                 self._line(f"{group} {entry.done + 1}/{entry.total or '?'} {item}")
 
     def end(self, group: str, item: str, outcome: str = "") -> None:

@@ -127,8 +127,16 @@ def run_modes(target: Target, modes: Sequence[str], options: RunOptions, key: Si
             raise PortalNotReady(mode, MODES[mode].flow.cli_name, name, result.not_ready)
         return result
 
+    first = play_one(jobs[0], pool[0] if pool else None) if jobs else None
+    if first is not None:
+        # The first scenario plays alone: a portal that cannot start (or listens on a fixed port of its own) is told
+        # so once, clearly, instead of by scenarios racing each other for its port; with --keep-going, such a portal
+        # plays the rest one at a time too.
+        done[jobs[0]] = first
+        if isinstance(first, ScenarioResult) and first.not_ready:
+            pool = pool[:1]
     if len(pool) <= 1:
-        for job in jobs:
+        for job in jobs[1:]:
             done[job] = play_one(job, pool[0] if pool else None)
     else:
         free: queue.SimpleQueue[FakeServers] = queue.SimpleQueue()
@@ -143,7 +151,7 @@ def run_modes(target: Target, modes: Sequence[str], options: RunOptions, key: Si
                 free.put(servers_)
 
         with ThreadPoolExecutor(len(pool), thread_name_prefix="scenario") as executor:
-            futures = {job: executor.submit(on_free_servers, job) for job in jobs}
+            futures = {job: executor.submit(on_free_servers, job) for job in jobs[1:]}
             try:
                 for job, future in futures.items():
                     done[job] = future.result()

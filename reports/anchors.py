@@ -3,7 +3,10 @@
 The scheme, built only from names in results (never from counters that shift when a check is added):
 
 ==========================================  =====================================================
-``top``, ``summary``, ``failures``          the header (target, verdict), the counts, the failure list
+``top``, ``summary``, ``failures``          the header (target, verdict); the first section, every check
+                                            that failed, warned or was not exercised and every scenario
+                                            that did not pass; that list within it
+``counts``                                  the counts by outcome, level and mode
 ``mode-<mode>``                             a mode's section, e.g. ``mode-AzApp``
 ``diagram-<mode>``                          a mode's flow diagram
 ``<mode>-<prefix>-<n>``                     a step of the mode's table, e.g. ``AzApp-CC-3``, ``AzUser-AC-7``
@@ -24,6 +27,7 @@ import re
 TOP = "top"
 SUMMARY = "summary"
 FAILURES = "failures"
+COUNTS = "counts"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

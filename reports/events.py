@@ -139,8 +139,10 @@ def event_view(ev: Mapping[str, Any], mode: str, scenario: str, prefix: str, t0:
     time = ev.get("time")
     rel = f"+{float(time) - t0:.3f}s" if isinstance(time, int | float) and t0 is not None else clean(time)
     request, response = _event_lines(ev, host)
+    seq = ev.get("seq")
     return EventView(
-        seq=ev.get("seq"), anchor=anchors.event_anchor(mode, scenario, ev.get("seq")), server=clean(ev.get("server")),
+        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else clean(seq),
+        anchor=anchors.event_anchor(mode, scenario, seq), server=clean(ev.get("server")),
         endpoint=clean(ev.get("endpoint")), method=clean(ev.get("method")), path=clean(ev.get("path")), host=host,
         status=as_int(ev.get("status")), error=clean(ev.get("error")), step=step_id, step_anchor=step_anchor,
         time=rel, request=request, response=response, location=clean(detail.get("location", "")),

@@ -1,7 +1,8 @@
 """The self-contained HTML report: one file, inline CSS, JS and SVG, no network fetch.
 
 Rendered with jinja2 and autoescape on, so any text from results is escaped; the only markup that is not
-escaped is the package's own CSS/JS and the SVG built by ``reports.svg`` (which escapes what it draws).
+escaped is the package's own CSS/JS and the SVG built by ``reports.svg`` (which escapes what it draws). The page
+carries no ANSI escape sequence or control character (``conformance.printable``), whatever results.json holds.
 A Content-Security-Policy in the page forbids every fetch and allows only this page's own script.
 """
 
@@ -17,13 +18,14 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from conformance.printable import printable
 from reports.flow_svg import flow_diagram
 from reports.model import OUTCOMES, SUMMARY_ORDER, build, label
 from reports.refs import DOCUMENT_TITLE, DOCUMENT_URL
 from reports.sequence_svg import sequence_diagram
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-EVIDENCE_SHOWN = 12
+EVIDENCE_SHOWN = 6
 """Evidence events printed per check; a portal stuck in a loop can give hundreds (all are marked in the trace)."""
 
 
@@ -51,7 +53,7 @@ def render_html(results: Mapping[str, Any]) -> str:
     """The report page for a results document (see ``reports`` for the contract)."""
     view = build(results)
     script = _asset("report.js")
-    return _environment().get_template("report.html.j2").render(
+    page = _environment().get_template("report.html.j2").render(
         r=view,
         flow_svg={m.name: Markup(flow_diagram(m)) for m in view.modes},
         sequence_svg={s.anchor: Markup(sequence_diagram(s)) for m in view.modes for s in m.scenarios},
@@ -59,3 +61,6 @@ def render_html(results: Mapping[str, Any]) -> str:
         document_url=DOCUMENT_URL, document_title=DOCUMENT_TITLE,
         css=Markup(_asset("report.css")), js=Markup(script), csp=_csp(script),
     )
+    # Every string from results was made printable on its way in (reports.safe); this pass also covers what is not
+    # a string there (a hand-edited number, a key): no escape sequence or control character reaches the page.
+    return printable(page)

@@ -1,11 +1,13 @@
 """The report as GitHub-flavoured Markdown, for a CI job summary or a PR comment: the verdict first, then
-only what a reviewer acts on (counts, failures with their step ids, a compact step table per mode)."""
+only what a reviewer acts on (every failed, warning and not exercised check with its reason and step ids, the
+counts, a compact step table per mode)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from conformance.printable import printable
 from reports.model import LEVELS, SUMMARY_ORDER, CheckView, ModeView, build, label
 
 MAX_CHARS = 60_000
@@ -51,15 +53,16 @@ def _counts_table(view: Any) -> list[str]:
     return rows
 
 
-def _problems(problems: list[CheckView]) -> list[str]:
-    if not problems:
-        return ["No check failed and no warning was raised."]
-    rows = ["| | Level | Mode | Steps | Check | Message |", "|---|---|---|---|---|---|"]
-    for c in problems:
+def _attention(view: Any) -> list[str]:
+    """Every failed, warning and not exercised check, by name and reason, most severe first."""
+    if not view.attention:
+        return ["No check failed, none raised a warning and every check was exercised."]
+    rows = ["| | Level | Mode | Steps | Check | Message or reason |", "|---|---|---|---|---|---|"]
+    for c in view.attention:
         rows.append(f"| {_mark(c.outcome)} | {c.level} | {c.mode} | {_steps(c)} | {_cell(c.title)} {_code(c.id)} "
                     f"| {_cell(_short(c.message, 300))} |")
     details = []
-    for c in problems:
+    for c in view.problems:
         if not (c.expected or c.received or c.replay):
             continue
         details.append(f"- **{c.mode} · {_code(c.id)}** ({_steps(c)})")
@@ -75,17 +78,21 @@ def _problems(problems: list[CheckView]) -> list[str]:
     return rows
 
 
-def _unexercised(view: Any) -> list[str]:
-    """An incomplete run: the MUST checks no scenario exercised, and why (they are why the run is not green)."""
-    missing = [c for m in view.modes for c in m.checks if c.level == "MUST" and c.outcome == "not_exercised"]
-    if view.verdict != "incomplete" or not missing:
+def _scenarios(view: Any) -> list[str]:
+    """Scenarios that failed, errored or were not run, each with its reason."""
+    listed = view.broken_scenarios + view.skipped_scenarios
+    if not listed:
         return []
-    rows = ["", "### MUST checks not exercised", "",
-            "No MUST check failed, but these were not exercised, so the run is incomplete:", "",
-            "| Mode | Steps | Check | Why |", "|---|---|---|---|"]
-    rows += [f"| {c.mode} | {_steps(c)} | {_cell(c.title)} {_code(c.id)} | {_cell(_short(c.message, 300))} |"
-             for c in missing]
-    return rows
+    out = ["", "### Scenarios that did not pass", ""]
+    for s in listed:
+        detail = f" — {_cell(_short(s.error))}" if s.error else ""
+        shown = [f"{v.step}: {_cell(_short(v.message, 200))}" + (f" (×{v.count})" if v.count > 1 else "")
+                 for v in s.violations[:VIOLATIONS_SHOWN]]
+        if len(s.violations) > VIOLATIONS_SHOWN:
+            shown.append(f"{len(s.violations) - VIOLATIONS_SHOWN} more")
+        out.append(f"- {_mark(s.outcome)} **{s.mode} · {_cell(s.name)}**{detail}"
+                   + (f" ({'; '.join(shown)})" if shown else ""))
+    return out
 
 
 def _mode_table(mode: ModeView) -> list[str]:
@@ -103,34 +110,23 @@ def _mode_table(mode: ModeView) -> list[str]:
 def render_markdown(results: Mapping[str, Any]) -> str:
     """The Markdown report of a results document (see ``reports`` for the contract)."""
     view = build(results, events=False)
-    failed = sum(1 for c in view.problems if c.outcome == "failed")
-    warnings = sum(1 for c in view.problems if c.outcome == "warning")
     icon = ICONS.get(view.verdict, "❔")
+    warnings = view.count("warning")
     lines = [
         f"## {icon} BC OAuth conformance: {view.verdict.upper()} — {_code(view.target)}",
         "",
-        f"**{failed} failed · {warnings} warning{'s' if warnings != 1 else ''}** · exit code {view.exit_code} · "
+        f"**{view.count('failed')} failed · {warnings} warning{'s' if warnings != 1 else ''} · "
+        f"{view.count('not_exercised')} not exercised** · exit code {view.exit_code} · "
         f"modes {', '.join(view.modes_run)} · profile {view.profile} · seed {view.seed} · kit {view.kit_version} · "
         f"{view.date}",
         "",
+        "### Failed, warnings and not exercised",
+        "",
+        *_attention(view),
+        "",
         *_counts_table(view),
-        "",
-        "### Failures and warnings",
-        "",
-        *_problems(view.problems),
-        *_unexercised(view),
     ]
-    scenarios: list[str] = []
-    if view.broken_scenarios:
-        scenarios = ["", "### Scenarios that did not pass", ""]
-        for s in view.broken_scenarios:
-            detail = f" — {_cell(_short(s.error))}" if s.error else ""
-            shown = [f"{v.step}: {_cell(_short(v.message, 200))}" + (f" (×{v.count})" if v.count > 1 else "")
-                     for v in s.violations[:VIOLATIONS_SHOWN]]
-            if len(s.violations) > VIOLATIONS_SHOWN:
-                shown.append(f"{len(s.violations) - VIOLATIONS_SHOWN} more")
-            scenarios.append(f"- {_mark(s.outcome)} **{s.mode} · {_cell(s.name)}**{detail}"
-                             + (f" ({'; '.join(shown)})" if shown else ""))
+    scenarios = _scenarios(view)
     tables = [line for mode in view.modes for line in ("", *_mode_table(mode))]
     footer = ["", f"<sub>Levels: {', '.join(LEVELS)}. Step ids: CC = Client Credentials Flow, "
               "AC = Authorization Code Flow, numbered as in the document's tables.</sub>", ""]
@@ -141,4 +137,4 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         text = "\n".join(lines + note + tables + footer)
     if len(text) > MAX_CHARS:
         text = text[: MAX_CHARS - 80].rsplit("\n", 1)[0] + "\n\n_… cut to stay within a PR comment; see report.html._\n"
-    return text
+    return printable(text)  # as the HTML: nothing from results.json can colour a terminal or a CI log

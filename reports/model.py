@@ -97,6 +97,11 @@ class CheckView:
         return self.outcome in ("failed", "warning")
 
     @property
+    def needs_attention(self) -> bool:
+        """Failed, warned, or not exercised: what the summary lists by name and reason."""
+        return self.outcome in ("failed", "warning", "not_exercised")
+
+    @property
     def step_groups(self) -> list[tuple[str, str]]:
         """The cited steps for display, runs of three or more written as a range (``AC-1–10``)."""
         return group_steps(self.steps)
@@ -156,13 +161,20 @@ class ScenarioView:
     anchor: str
     visits: list[VisitView]
     violations: list[ViolationView]
-    waited: str
+    wait: str  # "virtual time: 3601 s (no real waiting)", "real wait: 3.0 s" or "" (no wait)
+    clock: str  # why time was real ("real: …" in results), else ""
+    wall: str  # "wall time 1.3 s" where results measured it, else ""
     error: str
     events: list[EventView]
 
     @property
     def label(self) -> str:
         return label(self.outcome)
+
+    @property
+    def virtual(self) -> bool:
+        """Waits moved a virtual clock (in-process fake clock, libfaketime): gaps in the trace took no time."""
+        return not self.clock
 
     @property
     def filter_outcome(self) -> str:
@@ -215,9 +227,15 @@ class ReportView:
     verdict: str
     summary: list[tuple[str, int]]
     by_level: list[tuple[str, list[int]]]  # (level, counts in SUMMARY_ORDER)
-    problems: list[CheckView]
-    broken_scenarios: list[ScenarioView]
+    problems: list[CheckView]  # failed and warning checks
+    attention: list[CheckView]  # failed, warning and not exercised checks: the report's first section
+    broken_scenarios: list[ScenarioView]  # failed or errored
+    skipped_scenarios: list[ScenarioView]  # not exercised, with the reason
     modes: list[ModeView]
+
+    def count(self, outcome: str) -> int:
+        """Checks with this outcome (failed, warning or not exercised), for the verdict's subtitle."""
+        return sum(1 for c in self.attention if c.outcome == outcome)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -233,11 +251,39 @@ def _date(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else "")
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if float(value).is_integer() else f"{value:.1f} s"
+
+
+def wait_label(waited: Any, real: bool) -> str:
+    """A scenario's waits, saying whose clock moved: in-process runs and libfaketime move a virtual clock (3601 s
+    pass in no time), otherwise the kit really waited. Empty when it did not wait."""
+    if isinstance(waited, bool) or not isinstance(waited, int | float) or waited <= 0:
+        return ""
+    return f"real wait: {float(waited):.1f} s" if real else f"virtual time: {_seconds(waited)} (no real waiting)"
+
+
+def _wall(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return ""
+    return f"wall time {float(value):.1f} s"
+
+
+def _number(value: Any) -> Any:
+    """A step number as results give it: an int stays one (edges refer to it), anything else is printed text."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else clean(value)
+
+
 def _flow_data(results: Mapping[str, Any], key: str) -> dict[str, Any]:
     """The step table of a flow: from results, or (older results) from the kit's own tables."""
     flows = results.get("flows") or {}
     if isinstance(flows, Mapping) and isinstance(flows.get(key), Mapping):
-        return dict(flows[key])
+        data = dict(flows[key])
+        data["steps"] = [dict(st, number=_number(st.get("number"))) for st in data.get("steps") or []
+                         if isinstance(st, Mapping)]
+        data["edges"] = [dict(e, source=_number(e.get("source")), dest=_number(e.get("dest")))
+                         for e in data.get("edges") or [] if isinstance(e, Mapping)]
+        return data
     flow = FLOWS.get(key)
     if flow is None:
         return {"title": key, "prefix": "", "steps": [], "edges": []}
@@ -309,13 +355,12 @@ def _scenario(sc: Mapping[str, Any], mode: str, prefix: str, events: bool = True
             seq = x.get("seq")
             violations[key] = ViolationView(step_id, step_anchor, key[1], 1,
                                             anchors.event_anchor(mode, name, seq) if seq is not None else "")
-    waited = sc.get("waited")
+    clock = clean(sc.get("time_control"))
+    clock = clock if clock.startswith("real") else ""
     return ScenarioView(
         mode=mode, name=name, description=clean(sc.get("description")), outcome=clean(sc.get("outcome")) or "passed",
         anchor=anchors.scenario_anchor(mode, name), visits=visits, violations=list(violations.values()),
-        waited=(f"{float(waited):.1f}s " + ("(real wait)" if str(sc.get("time_control", "")).startswith("real")
-                                            else "(virtual time)")) if isinstance(waited, int | float) and waited
-        else "",
+        wait=wait_label(sc.get("waited"), real=bool(clock)), clock=clock, wall=_wall(sc.get("wall_time")),
         error=clean(sc.get("error")), events=[event_view(e, mode, name, prefix, t0) for e in trace],
     )
 
@@ -436,7 +481,7 @@ def build(results: Mapping[str, Any], events: bool = True) -> ReportView:
             checks.append(view)
         checks.sort(key=lambda c: (_severity(c.outcome), LEVELS.index(c.level) if c.level in LEVELS else 9))
 
-        given = {s.get("number"): s for s in raw_steps if s.get("mode") == mode}
+        given = {_number(s.get("number")): s for s in raw_steps if s.get("mode") == mode}
         steps: list[StepView] = []
         for st in flow.get("steps") or []:
             number = st.get("number")
@@ -462,13 +507,15 @@ def build(results: Mapping[str, Any], events: bool = True) -> ReportView:
             extra_states=extra_states, checks=checks, scenarios=scenarios,
         ))
 
-    problems = [c for m in modes for c in m.checks if c.is_problem]
-    problems.sort(key=lambda c: (_severity(c.outcome), LEVELS.index(c.level) if c.level in LEVELS else 9))
+    attention = [c for m in modes for c in m.checks if c.needs_attention]
+    attention.sort(key=lambda c: (_severity(c.outcome), LEVELS.index(c.level) if c.level in LEVELS else 9))
+    problems = [c for c in attention if c.is_problem]
     return ReportView(
         target=clean(results.get("target")), kit_version=clean(results.get("kit_version")),
         date=_date(results.get("date")), modes_run=[clean(m) for m in modes_run], profile=clean(results.get("profile")),
         seed=clean(results.get("seed")), exit_code=clean(results.get("exit_code")),
         verdict=clean(results.get("verdict")) or "unknown", summary=_counts(results, raw_checks),
-        by_level=_by_level(results, raw_checks), problems=problems,
-        broken_scenarios=[s for m in modes for s in m.scenarios if s.outcome in ("failed", "error")], modes=modes,
+        by_level=_by_level(results, raw_checks), problems=problems, attention=attention,
+        broken_scenarios=[s for m in modes for s in m.scenarios if s.outcome in ("failed", "error")],
+        skipped_scenarios=[s for m in modes for s in m.scenarios if s.outcome == "not_exercised"], modes=modes,
     )

@@ -131,7 +131,9 @@ def sequence_diagram(scenario: ScenarioView) -> str:
         if not arrow.reply and ev.at is not None and previous_at is not None and ev.at - previous_at > GAP_NOTE_S:
             y += 8
             body.append(svg.el("line", x1=12, y1=y, x2=width - 12, y2=y, stroke="#d0d7de", stroke_dasharray="2 3"))
-            body.append(svg.text(width / 2, y + 4, f"  {ev.at - previous_at:.0f} s later  ", font_size=10.5,
+            gap = f"{ev.at - previous_at:.0f} s later" + (" (virtual time, no real waiting)" if scenario.virtual
+                                                          else " (real wait)")
+            body.append(svg.text(width / 2, y + 4, f"  {gap}  ", font_size=10.5,
                                  fill=svg.MUTED, text_anchor="middle", stroke="#fff", stroke_width=4,
                                  paint_order="stroke"))
             y += 12

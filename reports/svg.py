@@ -55,6 +55,46 @@ def title(content: str) -> str:
     return el("title", escape(content, quote=False))
 
 
+# Advance widths in em, the wider of DejaVu Sans and Liberation Sans (what the font stack falls to on Linux, and
+# wider than Segoe UI or SF): text sized with them fits whichever font the reader's browser picks.
+_WIDTHS = {ch: width for chars, width in (
+    ("'ijl", 0.28), ("I", 0.30), (",. ", 0.32), ("/:;\\|", 0.34), ("f", 0.35), ("-", 0.37), ("()[]rt", 0.40),
+    ("!", 0.41), ('"', 0.46), ("*J`", 0.50), ("sz", 0.53), ("c", 0.55), ("?L_", 0.56), ("k", 0.58), ("vxy", 0.60),
+    ("FTaeo", 0.62), ("$0123456789bdghnpqu{}", 0.64), ("EKPSY", 0.67), ("BVXZ", 0.69), ("A", 0.71), ("CR", 0.73),
+    ("U", 0.74), ("N", 0.75), ("H", 0.76), ("&DG", 0.78), ("OQ", 0.79), ("w", 0.82), ("#+<=>^~", 0.84), ("M", 0.87),
+    ("%", 0.96), ("m", 0.98), ("W", 0.99), ("@", 1.02)) for ch in chars}
+BOLD = 1.12
+"""Bold text is this much wider than regular."""
+
+
+def text_width(content: str, size: float, bold: bool = False) -> float:
+    """Width in px of ``content`` at font size ``size``; an unknown character counts one em (CJK is that wide)."""
+    return sum(_WIDTHS.get(ch, 1.0) for ch in content) * size * (BOLD if bold else 1.0)
+
+
+def wrap(content: str, width: float, size: float, bold: bool = False) -> list[str]:
+    """``content`` in lines no wider than ``width`` px, broken at spaces; a word wider than a line is broken
+    inside (never cut: the lines hold every character of the text)."""
+    lines: list[str] = []
+    line = ""
+    for word in content.split():
+        candidate = f"{line} {word}" if line else word
+        if text_width(candidate, size, bold) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for ch in word:  # only a word longer than a whole line gets here
+            if line and text_width(line + ch, size, bold) > width:
+                lines.append(line)
+                line = ""
+            line += ch
+    if line:
+        lines.append(line)
+    return lines or [""]
+
+
 def truncate(content: str, limit: int) -> str:
     return content if len(content) <= limit else content[: max(limit - 1, 1)].rstrip() + "…"
 

@@ -213,7 +213,7 @@ def test_failure_summary_links_to_failing_check_and_step(results: dict[str, Any]
             assert f"#check-{check['mode']}-{check['id']}" in links
     assert "#AzApp-CC-2" in links
     assert "#scenario-AzDelegate-consented-not-signed-in" in links  # the scenario that errored
-    summary = page.text("top") + page.text("summary")
+    summary = page.text("top") + page.text("summary") + page.text("counts")
     for word in ("examples.mutants.refetch_token:app", "0.1.0", "2025-05-14", "AzApp, AzUser, AzDelegate", "MUST",
                  "SHOULD", "MAY", "not exercised", "not applicable", "FAILED", "Exit code 1", "quick", "20250514"):
         assert word in summary, word

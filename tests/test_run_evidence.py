@@ -161,7 +161,9 @@ def test_unexercised_must_checks_make_the_run_incomplete_exit_3(tmp_path, capsys
     summary = next(line for line in lines if line.startswith("INCOMPLETE: "))
     assert f"{len(missing)} MUST checks not exercised" in summary and "exit code 3" in summary
     assert all(f"{c['mode']} {c['id']}" in summary for c in missing)
-    assert "MUST checks not exercised" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    attention = md.split("### Failed, warnings and not exercised", 1)[1].split("\n\n", 2)[1]  # the first table
+    assert all(f"| ⏭️ not exercised | MUST | {c['mode']} |" in attention and c["id"] in attention for c in missing)
     ET.parse(tmp_path / "junit.xml")
 
 
