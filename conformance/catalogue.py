@@ -101,10 +101,10 @@ def needs(check: Check) -> str:
     return "; ".join(parts)
 
 
-def _from_check(check: Check) -> CatalogueEntry:
+def _from_check(check: Check, profiles: tuple[str, ...] = ("quick", "full")) -> CatalogueEntry:
     modes = tuple(m for m in check.modes if check.applies(m, MODES[m].flow.key))
-    return CatalogueEntry(check.id, check.title, check.level, ("quick", "full"), modes, _step_ids(check.steps),
-                          tuple(check.refs), tuple(check.scenarios), needs(check))
+    return CatalogueEntry(check.id, check.title, check.level, profiles, modes, _step_ids(check.steps),
+                          tuple(check.refs), tuple(check.scenarios), check.needs or needs(check))
 
 
 def _exploration() -> CatalogueEntry:
@@ -125,8 +125,12 @@ def _exploration() -> CatalogueEntry:
 
 
 def catalogue() -> list[CatalogueEntry]:
-    """Every registered check, in registry order, then the exploration check."""
-    return [*(_from_check(check) for check in CHECKS), _exploration()]
+    """Every registered check, in registry order, then the exploration check, then the checks of
+    ``bc-conformance load`` (profile "load")."""
+    from conformance.load.checks import LOAD_CHECKS
+
+    return [*(_from_check(check) for check in CHECKS), _exploration(),
+            *(_from_check(check, ("load",)) for check in LOAD_CHECKS)]
 
 
 # ------------------------------------------------------------------------------------------ rendering

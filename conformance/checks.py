@@ -63,6 +63,7 @@ class Check:
     evaluate: Evaluate
     modes: tuple[str, ...] = ("AzApp", "AzUser", "AzDelegate")
     scenarios: tuple[str, ...] = ()  # the scenarios the check reads (for replay commands)
+    needs: str = ""  # what exercises it, when not scenarios of `run` (e.g. `bc-conformance load`)
 
     def applies(self, mode: str, flow: str) -> bool:
         return mode in self.modes and flow in self.steps

@@ -71,8 +71,9 @@ def _prepare_out_dir(path: Path) -> list[Path]:
         probe.unlink()
     except OSError as err:
         _remove_created(missing)
-        raise UsageError(f"--out {path}: cannot write results there ({err.strerror or err}); choose a writable "
-                         f"folder, e.g. --out ./bc-conformance-results") from None
+        why = (err.strerror or str(err)).lower()
+        raise UsageError(f"--out {path}: cannot write results there ({why}); choose a writable folder, e.g. --out "
+                         f"./bc-conformance-results") from None
     return missing
 
 
@@ -125,7 +126,7 @@ def _modes(value: str) -> tuple[str, ...]:
     bad = [n for n in names if n not in MODES]
     if bad or not names:
         hint = "".join(_suggest(n, [*MODES, "all"]) for n in bad)
-        raise UsageError(f"--mode {value!r}: expected one of {', '.join(MODES)} (comma-separated) or all{hint}")
+        raise UsageError(f"--mode {value!r}: expected one of {', '.join(MODES)} or all (comma-separated){hint}")
     return names
 
 
@@ -564,6 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="revoke a grant's tokens on code replay or rotated refresh-token reuse (RFC 6749 §4.1.2, "
                           "RFC 9700 §4.14.2); Entra does neither, so off by default")
     srv.set_defaults(func=_serve)
+
+    from conformance.load.command import add_parser as add_load_parser
+
+    add_load_parser(sub, UsageError)  # `bc-conformance load`: Locust runs in its own processes (it patches sockets)
     return parser
 
 

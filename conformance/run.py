@@ -10,7 +10,7 @@ import queue
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from conformance.checks import CHECKS, OUTCOMES, evaluate
+from conformance.checks import CHECKS, OUTCOMES, Check, Verdict, evaluate
 from conformance.engine import NotRun, ScenarioResult, ScenarioRun, run_scenario
 from conformance.errors import InternalError, PortalNotReady
 from conformance.explore import (
@@ -257,6 +257,59 @@ def _exploration_check(mode: str, found: Exploration) -> dict[str, Any]:
     }
 
 
+def check_doc(check: Check, verdict: Verdict, mode: str, scenarios: list[str], replay: str,
+              secrets: Sequence[str] = ()) -> dict[str, Any]:
+    """One check's entry in the results document (``checks``): a failure names the steps its evidence points to."""
+    flow, hidden = MODES[mode].flow, list(secrets)
+    return {
+        "id": check.id, "title": check.title, "mode": mode, "flow": flow.key,
+        "steps": verdict.steps if verdict.outcome in ("failed", "warning") and verdict.steps
+        else list(check.steps[flow.key]),
+        "level": check.level, "outcome": verdict.outcome, "message": redact_text(verdict.message, hidden),
+        "expected": redact_text(verdict.expected, hidden), "received": redact_text(verdict.received, hidden),
+        "refs": list(check.refs), "scenarios": scenarios, "evidence": verdict.evidence, "replay": replay,
+    }
+
+
+def step_docs(mode: str, checks: list[dict[str, Any]], exercised: Callable[[int], bool]) -> list[dict[str, Any]]:
+    """Each step of the mode's flow with its verdict: failed when a check citing it failed, else passed when
+    ``exercised``, else not exercised."""
+    flow = MODES[mode].flow
+    out = []
+    for step in flow.steps:
+        citing = [c for c in checks if step.number in c["steps"]]
+        outcome = ("failed" if any(c["outcome"] == "failed" for c in citing) else
+                   "passed" if exercised(step.number) else "not_exercised")
+        out.append({"mode": mode, "flow": flow.key, "number": step.number, "actor": step.actor, "text": step.text,
+                    "outcome": outcome, "checks": [c["id"] for c in citing]})
+    return out
+
+
+def document_head(target: str, modes: list[str], profile: str, seed: int,
+                  checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every results document starts with: the target, the verdict and exit code, the counts."""
+    summary = Counter(c["outcome"] for c in checks)
+    by_level: dict[str, dict[str, int]] = {}
+    for c in checks:
+        by_level.setdefault(c["level"], dict.fromkeys(OUTCOMES, 0))[c["outcome"]] += 1
+    failed_must = any(c["outcome"] == "failed" and c["level"] == "MUST" for c in checks)
+    unexercised_must = any(c["outcome"] == "not_exercised" and c["level"] == "MUST" for c in checks)
+    verdict, exit_code = (("failed", EXIT_FAILED) if failed_must else ("incomplete", EXIT_INCOMPLETE)
+                          if unexercised_must else ("passed", EXIT_PASSED))
+    return {"target": target, "kit_version": kit_version(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "modes": modes, "profile": profile,
+            "seed": seed, "exit_code": exit_code, "verdict": verdict,
+            "summary": {o: summary.get(o, 0) for o in OUTCOMES}, "summary_by_level": by_level, "checks": checks}
+
+
+def flows_doc() -> dict[str, Any]:
+    """The step tables and their edges, so a report renders from the results alone."""
+    return {key: {"title": f.title, "prefix": f.prefix,
+                  "steps": [{"number": s.number, "actor": s.actor, "text": s.text} for s in f.steps],
+                  "edges": [{"source": e.source, "dest": e.dest, "kind": e.kind, "label": e.label} for e in f.edges]}
+            for key, f in FLOWS.items()}
+
+
 def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], options: RunOptions,
           explorations: dict[str, Exploration] | None = None,
           skipped: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
@@ -277,64 +330,28 @@ def judge(target: Target, per_mode: dict[str, dict[str, ScenarioResult]], option
             if verdict.outcome == "not_exercised":
                 verdict.message += "".join(f"; scenario {name} was not run: {why}" for name, why in
                                            skipped[mode].items() if name in check.scenarios)
-            checks.append({
-                "id": check.id, "title": check.title, "mode": mode, "flow": flow.key,
-                "steps": verdict.steps if verdict.outcome in ("failed", "warning") and verdict.steps
-                else list(check.steps[flow.key]),
-                "level": check.level, "outcome": verdict.outcome,
-                "message": redact_text(verdict.message, secrets), "expected": redact_text(verdict.expected, secrets),
-                "received": redact_text(verdict.received, secrets), "refs": list(check.refs), "scenarios": used,
-                "evidence": verdict.evidence, "replay": _replay(mode, used, target),
-            })
+            checks.append(check_doc(check, verdict, mode, used, _replay(mode, used, target), secrets))
         if explorations and mode in explorations:
             checks.append(_exploration_check(mode, explorations[mode]))
         visited = set().union(*(r.monitor.visited for r in results.values())) if results else set()
-        mode_checks = [c for c in checks if c["mode"] == mode]
-        for step in flow.steps:
-            citing = [c for c in mode_checks if step.number in c["steps"]]
-            failed = any(c["outcome"] == "failed" for c in citing)
-            outcome = "failed" if failed else ("passed" if step.number in visited else "not_exercised")
-            steps.append({"mode": mode, "flow": flow.key, "number": step.number, "actor": step.actor,
-                          "text": step.text, "outcome": outcome, "checks": [c["id"] for c in citing]})
+        steps += step_docs(mode, [c for c in checks if c["mode"] == mode], visited.__contains__)
         for name, sr in results.items():
             scenarios.append(_scenario_doc(mode, name, sr, secrets))
         for name, reason in skipped[mode].items():
             scenarios.append({"mode": mode, "flow": flow.key, "name": name, "outcome": "not_exercised",
                               "description": SCENARIOS[flow.key][name].description, "error": reason, "visits": [],
                               "violations": [], "waited": 0.0, "trace": []})
-    summary = Counter(c["outcome"] for c in checks)
-    by_level: dict[str, dict[str, int]] = {}
-    for c in checks:
-        by_level.setdefault(c["level"], dict.fromkeys(OUTCOMES, 0))[c["outcome"]] += 1
-    failed_must = any(c["outcome"] == "failed" and c["level"] == "MUST" for c in checks)
-    unexercised_must = any(c["outcome"] == "not_exercised" and c["level"] == "MUST" for c in checks)
-    verdict, exit_code = (("failed", EXIT_FAILED) if failed_must else ("incomplete", EXIT_INCOMPLETE)
-                          if unexercised_must else ("passed", EXIT_PASSED))
     # Portal text (its output, pages, headers) reaches messages and traces: made printable here, where the document
     # every output comes from is made (results.json, junit.xml, the reports, the console summary).
     return printable_value({
-        "target": target.name,
-        "kit_version": kit_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "modes": list(per_mode),
-        "profile": options.profile,
-        "seed": options.seed,
-        "exit_code": exit_code,
-        "verdict": verdict,
-        "summary": {o: summary.get(o, 0) for o in OUTCOMES},
-        "summary_by_level": by_level,
-        "checks": checks,
+        **document_head(target.name, list(per_mode), options.profile, options.seed, checks),
         "explorations": [{"mode": e.mode, "examples": e.examples, "passed": e.passed,
                           "counterexample": e.counterexample, "failure": e.failure, "replay": e.replay,
                           "not_exercised": e.not_exercised}
                          for e in (explorations or {}).values()],
         "steps": steps,
         "scenarios": scenarios,
-        "flows": {key: {"title": f.title, "prefix": f.prefix,
-                        "steps": [{"number": s.number, "actor": s.actor, "text": s.text} for s in f.steps],
-                        "edges": [{"source": e.source, "dest": e.dest, "kind": e.kind, "label": e.label}
-                                  for e in f.edges]}
-                  for key, f in FLOWS.items()},
+        "flows": flows_doc(),
     })
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time as _time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -38,16 +39,23 @@ class TraceEvent:
 class Trace:
     """Append-only, thread-safe list of ``TraceEvent``; ``clear`` starts a new scenario. ``limit`` keeps only the
     newest events (a long-running ``serve`` must not grow without bound); ``seq`` keeps counting, and ``dropped``
-    counts the events pushed out that way (0 whenever there is no limit, as in ``run``)."""
+    counts the events pushed out that way (0 whenever there is no limit, as in ``run``).
 
-    def __init__(self, limit: int | None = None) -> None:
+    ``record_wall`` adds the real wall time (``time.time()``) of each event as ``detail["wall"]``: ``time`` is the
+    virtual clock, which ``load`` moves while users keep going, so their visit windows can only be compared with the
+    fakes' events by the wall clock. Off by default: scenario traces stay byte-for-byte as they were."""
+
+    def __init__(self, limit: int | None = None, record_wall: bool = False) -> None:
         self._events: deque[TraceEvent] = deque(maxlen=limit)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self.limit = limit
         self.dropped = 0
+        self.record_wall = record_wall
 
     def append(self, time: float, server: str, endpoint: str, **fields: Any) -> TraceEvent:
+        if self.record_wall:
+            fields["detail"] = {**fields.get("detail", {}), "wall": _time.time()}
         with self._lock:
             event = TraceEvent(next(self._seq), time, server, endpoint, **fields)
             if self.limit is not None and len(self._events) == self.limit:

@@ -721,6 +721,9 @@ class BusinessCentral:
             ctx.detail["query"] = dict(_redacted_query(request.query))
         if response.status >= 500 and not ctx.error:
             ctx.error = E.ServerError.code
+        retry_after = response.header("retry-after")
+        if retry_after:  # what the client was told to wait (429, 503): judged by ``load``'s throttling check
+            ctx.detail["retry_after"] = retry_after
         self.trace.append(now, "bc", ctx.endpoint, method=request.method, path=request.path,
                           status=response.status, error=ctx.error, client_id=ctx.client_id, user=ctx.user,
                           redeemed=ctx.redeemed, detail=ctx.detail)

@@ -21,6 +21,7 @@ from conformance.catalogue import (
 )
 from conformance.checks import CHECKS
 from conformance.explore import Exploration
+from conformance.load.checks import LOAD_CHECKS
 from conformance.run import _exploration_check
 from flows import FLOWS, MODES
 
@@ -33,7 +34,9 @@ def _by_id() -> dict[str, dict]:
 
 def test_json_lists_every_registered_check_then_the_exploration():
     docs = json.loads(as_json(catalogue()))
-    assert [d["id"] for d in docs] == [c.id for c in CHECKS] + [EXPLORED]
+    assert [d["id"] for d in docs] == [c.id for c in CHECKS] + [EXPLORED] + [c.id for c in LOAD_CHECKS]
+    assert {d["id"] for d in docs if d["profiles"] == ["load"]} == {c.id for c in LOAD_CHECKS}
+    assert all(d["needs"].startswith("bc-conformance load") for d in docs if d["profiles"] == ["load"])
     assert [list(d) for d in docs] == [list(docs[0])] * len(docs), "every object has the same keys, in one order"
 
 
@@ -81,7 +84,7 @@ def test_text_names_every_check_and_fits_the_terminal():
 
 def test_markdown_has_one_row_per_check():
     rows = [line for line in as_markdown(catalogue()).splitlines() if line.startswith("| `")]
-    assert [row.split("`")[1] for row in rows] == [c.id for c in CHECKS] + [EXPLORED]
+    assert [row.split("`")[1] for row in rows] == [c.id for c in CHECKS] + [EXPLORED] + [c.id for c in LOAD_CHECKS]
 
 
 def test_readme_block_is_the_generated_catalogue():

@@ -10,9 +10,10 @@ from flows import AUTHORIZATION_CODE
 
 def test_simulate_human_output_lists_each_visited_step(capsys):
     assert main(["simulate", "client-credentials", "--scenario", "valid-token"]) == 0
-    lines = capsys.readouterr().out.splitlines()[1:]
-    assert [line.split()[0] for line in lines] == ["CC-1", "CC-2", "CC-6", "CC-7"]
-    assert "Uses the stored access token" in lines[2]
+    out = capsys.readouterr().out
+    measured = out.split("visit 2 of 2: ", 1)[1].splitlines()[1:]  # the visit after the 60 s pause
+    assert [line.split()[0] for line in measured] == ["CC-1", "CC-2", "CC-6", "CC-7"]
+    assert "Uses the stored access token" in measured[2]
 
 
 def test_simulate_json_contract(capsys):

@@ -13,7 +13,7 @@ import pytest
 from conformance.cli import build_parser, main
 from conformance.external import free_port
 
-COMMANDS = ("run", "selftest", "report", "simulate", "diagram", "checks", "serve")
+COMMANDS = ("run", "selftest", "report", "simulate", "diagram", "checks", "serve", "load")
 
 
 def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -77,7 +77,7 @@ def test_a_portal_url_that_never_answers_leaves_nothing_behind(tmp_path, capsys)
     assert not (tmp_path / "new").exists()  # no portal.env naming a CA file that is gone, no empty folders
 
 
-@pytest.mark.parametrize("command", ["run", "selftest", "report", "simulate", "checks", "serve"])
+@pytest.mark.parametrize("command", ["run", "selftest", "report", "simulate", "checks", "serve", "load"])
 def test_help_has_examples_and_exit_codes(command):
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]

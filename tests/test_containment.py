@@ -364,8 +364,7 @@ def test_a_generated_secret_is_printed_once_and_written_nowhere(tmp_path, capsys
     err = capsys.readouterr().err
     secret = re.search(r"CLIENT_SECRET for this run \(shown once, written nowhere\): (\S+)", err)[1]
     assert err.count(secret) == 1 and external.CLIENT_SECRET_VARIABLE in err
-    assert [p for p in out.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()] == []
-    assert stat.S_IMODE((out / "portal.env").stat().st_mode) == 0o600
+    assert not out.exists()  # a run without a verdict leaves nothing, portal.env included
 
 
 def test_the_environment_contract_is_unchanged_for_portal_commands(servers):
