@@ -6,6 +6,7 @@ The scheme, built only from names in results (never from counters that shift whe
 ``top``, ``summary``, ``failures``          the header (target, verdict); the first section, every check
                                             that failed, warned or was not exercised and every scenario
                                             that did not pass; that list within it
+``load``, ``load-chart``                    a load run's section (only when results hold ``load``) and its chart
 ``counts``                                  the counts by outcome, level and mode
 ``mode-<mode>``                             a mode's section, e.g. ``mode-AzApp``
 ``diagram-<mode>``                          a mode's flow diagram

@@ -1,7 +1,7 @@
 """The self-contained HTML report: one file, inline CSS, JS and SVG, no network fetch.
 
 Rendered with jinja2 and autoescape on, so any text from results is escaped; the only markup that is not
-escaped is the package's own CSS/JS and the SVG built by ``reports.svg`` (which escapes what it draws). The page
+escaped is the package's own CSS/JS and the SVG built with ``reports.svg`` (which escapes what it draws). The page
 carries no ANSI escape sequence or control character (``conformance.printable``), whatever results.json holds.
 A Content-Security-Policy in the page forbids every fetch and allows only this page's own script.
 """
@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from conformance.printable import printable
 from reports.flow_svg import flow_diagram
+from reports.load_svg import load_chart
 from reports.model import OUTCOMES, SUMMARY_ORDER, build, label
 from reports.refs import DOCUMENT_TITLE, DOCUMENT_URL
 from reports.sequence_svg import sequence_diagram
@@ -57,6 +58,7 @@ def render_html(results: Mapping[str, Any]) -> str:
         r=view,
         flow_svg={m.name: Markup(flow_diagram(m)) for m in view.modes},
         sequence_svg={s.anchor: Markup(sequence_diagram(s)) for m in view.modes for s in m.scenarios},
+        load_svg=Markup(load_chart(view.load.chart)) if view.load else "",
         outcomes=OUTCOMES, evidence_shown=EVIDENCE_SHOWN, summary_order=SUMMARY_ORDER,
         document_url=DOCUMENT_URL, document_title=DOCUMENT_TITLE,
         css=Markup(_asset("report.css")), js=Markup(script), csp=_csp(script),

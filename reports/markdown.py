@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from conformance.printable import printable
+from reports.load import LoadView, RequestRow
 from reports.model import LEVELS, SUMMARY_ORDER, CheckView, ModeView, build, label
 
 MAX_CHARS = 60_000
@@ -107,6 +108,47 @@ def _mode_table(mode: ModeView) -> list[str]:
     return rows
 
 
+def _request_row(q: RequestRow, name: str) -> str:
+    figures = (q.method, q.requests, q.failures, q.rps, q.p50, q.p95, q.p99)
+    return f"| {name} | " + " | ".join(_cell(f) for f in figures) + " |"
+
+
+def _dropped(load: LoadView) -> str:
+    """The trace's completeness, said outright: a dropped event means the checks judged a partial trace."""
+    if load.trace_dropped == 0:
+        return f"{_cell(load.trace_events)} trace events, no trace event was dropped"
+    if load.trace_dropped:
+        return f"⚠️ **{load.trace_dropped} trace events were dropped** ({_cell(load.trace_events)} kept)"
+    return f"{_cell(load.trace_events)} trace events (dropped events not reported)"
+
+
+def _load(load: LoadView | None) -> list[str]:
+    """The load run in short: parameters, visits, Locust's table, expiries, throttling and the kit's own load."""
+    if load is None:
+        return []
+    params = " · ".join(f"{name.lower()} {_cell(value)}" for name, value in load.parameters)
+    visits = ", ".join(f"{_cell(value)} {name}" for name, value, _ in load.visits)
+    rows = ["", "### Under load", "", f"Mode {_cell(load.mode)} · {params}", "", f"Visits: {visits}.", "",
+            "| Request | Method | Requests | Failures | Requests/s | p50 ms | p95 ms | p99 ms |",
+            "|---|---|--:|--:|--:|--:|--:|--:|"]
+    rows += [_request_row(q, _cell(f"{q.step} {q.words}".strip())) for q in load.requests]
+    if load.total:
+        rows.append(_request_row(load.total, "**Total**"))
+    expiries = "; ".join(_cell(f"expiry {e.epoch} at {e.at}: {e.token_requests} token requests for {e.sessions} "
+                               f"sessions, at most {e.max_per_holder} per {e.holder}")
+                         + (" **(over the limit)**" if e.over else "")
+                         for e in load.expiries) or "none (the clock did not move past the tokens' expiry)"
+    calls, window, answers = (_cell(f) for f in load.throttle)
+    rows += ["", f"Token requests: {expiries}.", "",
+             f"Throttling: {calls} calls per user every {window} s; {answers} answers 429.", "",
+             f"The fake Authority and Business Central used {_cell(load.cpu_share)} % of the run's CPU; "
+             f"{_dropped(load)}."]
+    if load.errors:
+        rows += ["", "Locust's errors: " + "; ".join(f"{_code(error)} ×{n} on {_cell(name)}"
+                                                     for name, error, n in load.errors)]
+    return rows
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     """The Markdown report of a results document (see ``reports`` for the contract)."""
     view = build(results, events=False)
@@ -123,6 +165,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "### Failed, warnings and not exercised",
         "",
         *_attention(view),
+        *_load(view.load),
         "",
         *_counts_table(view),
     ]

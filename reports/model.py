@@ -18,6 +18,7 @@ from typing import Any
 from flows.tables import FLOWS, MODES
 from reports import anchors
 from reports.events import EventView, as_int, event_view, step_ref
+from reports.load import LoadView, build_load
 from reports.refs import DOCUMENT_TITLE, Ref, ref_link, split_url
 from reports.safe import clean
 
@@ -232,6 +233,7 @@ class ReportView:
     broken_scenarios: list[ScenarioView]  # failed or errored
     skipped_scenarios: list[ScenarioView]  # not exercised, with the reason
     modes: list[ModeView]
+    load: LoadView | None = None  # the "Under load" section, when results come from ``bc-conformance load``
 
     def count(self, outcome: str) -> int:
         """Checks with this outcome (failed, warning or not exercised), for the verdict's subtitle."""
@@ -518,4 +520,5 @@ def build(results: Mapping[str, Any], events: bool = True) -> ReportView:
         by_level=_by_level(results, raw_checks), problems=problems, attention=attention,
         broken_scenarios=[s for m in modes for s in m.scenarios if s.outcome in ("failed", "error")],
         skipped_scenarios=[s for m in modes for s in m.scenarios if s.outcome == "not_exercised"], modes=modes,
+        load=build_load(results.get("load"), modes),
     )

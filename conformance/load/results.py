@@ -6,6 +6,7 @@
   ``visits``: {``total``, ``working``, ``clean_errors``, ``broken``, ``stopped``, ``per_second``},
   ``requests``: [{``name`` (the flow step, e.g. "AC-1 portal page"), ``method``, ``requests``, ``failures``,
                   ``rps``, ``avg_ms``, ``max_ms``, ``p50_ms``, ``p95_ms``, ``p99_ms``}],  ``total``: the same, all,
+  ``started``: the wall time the users started,
   ``failures_over_time``: [[second since the start, failures]], ``requests_over_time``: likewise,
   ``errors``: [{``name``, ``error``, ``occurrences``}] (Locust's, redacted),
   ``epochs``: [{``index``, ``wall``, ``virtual``}] (each clock move past every token's expiry),
@@ -67,6 +68,7 @@ def load_figures(evidence: LoadEvidence) -> dict[str, Any]:
                    "per_second": round(len(judged) / max(evidence.duration, 1e-9), 2)},
         "requests": [{k: e[k] for k in keys} for e in stats.get("entries", [])],
         "total": {k: stats["total"][k] for k in keys} if "total" in stats else {},
+        "started": stats.get("started"),  # wall time of the first user: where the chart puts the clock moves
         "failures_over_time": stats.get("failures_per_second", []),
         "requests_over_time": stats.get("requests_per_second", []),
         "errors": [{**e, "error": redact_text(e["error"])} for e in stats.get("errors", [])],
