@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 
 import reports
-from reports.chromium import Chromium, find_chromium
+from reports.chromium import Chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"passing": [], "failing": ["--portal-app", "portals.mutants:token_in_query"]}
@@ -110,16 +108,6 @@ OVERFLOW = r"""
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Chromium]:
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (apt-get install -y chromium)")
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    with Chromium() as chromium:
-        yield chromium
 
 
 def _start(out: Path, args: list[str]) -> subprocess.Popen[str]:

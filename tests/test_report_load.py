@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from itertools import combinations
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 import reports
-from reports.chromium import Chromium, find_chromium
+from reports.chromium import Chromium
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOAD = FIXTURES / "load_results.json"
@@ -291,16 +289,6 @@ def _long_run(results: dict[str, Any]) -> dict[str, Any]:
                 epochs=[{"index": k, "wall": 1_800_000_000.25 + 10 * k, "virtual": 1_800_100_000.0 + 3601 * k}
                         for k in range(1, 12)])
     return doctored
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Chromium]:
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (apt-get install -y chromium)")
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    with Chromium() as chromium:
-        yield chromium
 
 
 def _inside(inner: list[float], outer: list[float]) -> bool:
