@@ -17,6 +17,7 @@ from conformance.load.checks import single_flight_renewal, throttling_honoured, 
 from conformance.load.command import load
 from conformance.load.evidence import LoadEvidence, Throttle, Visit
 from conformance.portal_time import faketime_library
+from conformance.trace import TraceEvent
 from flows import MODES, Role
 from tests.load_portals.plant import plant
 
@@ -148,8 +149,10 @@ def test_checks_that_saw_nothing_say_why() -> None:
 def test_a_500_or_a_timeout_fails_working_under_load_and_names_the_user() -> None:
     visits = [Visit("user-001", "s1", "a", "visit", 0, 1, 200), Visit("user-002", "s2", "b", "visit", 0, 1, 500),
               Visit("user-003", "s3", "c", "visit", 0, 1, 0, problem="no answer within 10 s: timeout"),
-              Visit("user-001", "s1", "a", "visit", 1, 2, 503)]
-    verdict = working_under_load(_evidence(visits=visits), "AzUser")
+              Visit("user-001", "s1", "a", "visit", 1, 2, 503), Visit("user-004", "s4", "d", "visit", 3, 4, 503)]
+    throttled = TraceEvent(1, 0.0, "bc", "companies", "GET", status=429, detail={"wall": 1.5})  # during visit 4 only
+    verdict = working_under_load(_evidence(visits=visits, events=[throttled]), "AzUser")
     assert verdict.outcome == "failed"
     assert "HTTP 500: 1 visits of user-002" in verdict.message and "no answer within 10 s" in verdict.message
-    assert "1× HTTP 503" in verdict.received
+    assert "1× HTTP 503" in verdict.received  # the error page while Business Central refused: clean
+    assert "HTTP 503 while every service answered: 1 visits of user-004" in verdict.message  # the portal's own

@@ -52,11 +52,16 @@ TOKEN_LATENCY = 0.15
 """Seconds the fake token endpoint takes to answer under load. Entra answers a token request in one to a few hundred
 milliseconds; the fake's sub-millisecond answer would close the window in which a portal without single-flight
 renewal sends one token request per request in flight, and hide the stampede."""
-THROTTLE_RATE = 1.0
-"""Business Central's per-principal rate limit during a load run, in calls per second per user sharing the principal
-(BC online allows 20): users open a page every 0.65 s on average, so the load crosses it and some calls get 429
-with Retry-After. The window is the time between clock moves at most (a move empties it); concurrency is not
-limited (real BC queues requests, it does not refuse them)."""
+THROTTLE_RATE = 0.5
+"""Business Central's per-principal rate limit while it throttles, in calls per second per user sharing the
+principal: users open a page every 0.65 s on average and portals make one or two calls a page, so any portal crosses
+it, also when all users share the application's principal (AzApp). It throttles in the last third of each period
+between clock moves only (``THROTTLED_SHARE``, ``_move_clock``): every portal meets
+429s with Retry-After, and every period also shows the portal working unthrottled. The window is the time between
+clock moves at most (a move empties it); concurrency is not limited (real BC queues requests, it does not refuse
+them)."""
+THROTTLED_SHARE = 1 / 3  # of each period between clock moves: its end
+UNLIMITED = 10**9  # calls per window outside the throttling phases
 THROTTLE_WINDOW = 5.0  # seconds, at most
 MAX_CONCURRENT = 10_000
 RUNNER_GRACE = 60.0  # seconds the runner may take beyond the users' duration (sign-ins finishing, workers reporting)
@@ -101,7 +106,10 @@ class LoadOptions:
 
 
 class LoadServers(FakeServers):
-    """The fakes, with the token endpoint answering after ``TOKEN_LATENCY`` (without blocking the server)."""
+    """The fakes, with the token endpoint answering after ``TOKEN_LATENCY`` (without blocking the server), and the
+    rate limit Business Central applies while it throttles (``_move_clock``)."""
+
+    throttled_limit: int = UNLIMITED
 
     def _authority_handle(self, request: Request) -> Response:
         response = super()._authority_handle(request)
@@ -156,7 +164,8 @@ def run_load(target: LoadTarget, options: LoadOptions, note: Callable[[str], Non
         window = min(THROTTLE_WINDOW, options.every)
         throttle = Throttle(max(1, round(options.throttle_rate * window)), window, MAX_CONCURRENT)
         share = 1 if options.mode == "AzUser" else options.users  # users whose calls count against one principal
-        servers.bc.set_limits(throttle.calls_per_user * share, throttle.window, throttle.max_concurrent)
+        servers.bc.set_limits(UNLIMITED, throttle.window, throttle.max_concurrent)  # _move_clock throttles
+        servers.throttled_limit = throttle.calls_per_user * share
         portal_url, time_control, expiry = _portal(servers, target, options, stack, note)
         cfg = RunConfig(
             options.mode, portal_url, options.page, options.redirect_path, urlsplit(servers.authority_url).netloc,
@@ -233,7 +242,7 @@ def _portal(servers: FakeServers, target: LoadTarget, options: LoadOptions, stac
     return url, ("virtual (libfaketime)" if controlled else f"real: {why}"), controlled
 
 
-def _drive(cfg: RunConfig, clock: Clock | None, servers: FakeServers, options: LoadOptions,
+def _drive(cfg: RunConfig, clock: Clock | None, servers: LoadServers, options: LoadOptions,
            work: Path) -> list[Epoch]:
     """Run the Locust process(es) and, once the users started, move the clock every ``options.every`` seconds."""
     roles = ["local"] if not options.workers else ["master"] + ["worker"] * options.workers
@@ -275,22 +284,28 @@ def _drive(cfg: RunConfig, clock: Clock | None, servers: FakeServers, options: L
                 proc.wait()
 
 
-def _move_clock(clock: Clock | None, servers: FakeServers, options: LoadOptions, work: Path, epochs: list[Epoch],
+def _move_clock(clock: Clock | None, servers: LoadServers, options: LoadOptions, work: Path, epochs: list[Epoch],
                 done: threading.Event, runner: subprocess.Popen[bytes]) -> None:
     """Every ``options.every`` seconds of the users' run, every token expires: the clock moves by a token's
-    lifetime plus one second, for the fakes and (libfaketime) the portal at once."""
+    lifetime plus one second, for the fakes and (libfaketime) the portal at once. Business Central throttles in the
+    last part of each period (``THROTTLED_SHARE``, at ``THROTTLE_RATE``) and lets everything through before."""
     started = work / "started"
     while not started.exists():
         if done.wait(0.02) or runner.poll() is not None:
             return
     begin = float(started.read_text())
-    if not isinstance(clock, ShiftedClock):
-        return
+    moves = isinstance(clock, ShiftedClock)
     lifetime = servers.authority.lifetime_for(servers.registry.default_client)
+    tight = servers.throttled_limit
     k = 1
-    while k * options.every < options.duration:
-        if done.wait(max(0.0, begin + k * options.every - time.time())):
+    while (k - THROTTLED_SHARE) * options.every < options.duration:
+        if done.wait(max(0.0, begin + (k - THROTTLED_SHARE) * options.every - time.time())):
             return
-        virtual = clock.advance(lifetime + 1)
-        epochs.append(Epoch(k, time.time(), virtual))
+        servers.bc.set_limits(tight)
+        if k * options.every >= options.duration or done.wait(max(0.0, begin + k * options.every - time.time())):
+            return
+        servers.bc.set_limits(UNLIMITED)
+        if moves:
+            virtual = clock.advance(lifetime + 1)  # type: ignore[union-attr]
+            epochs.append(Epoch(k, time.time(), virtual))
         k += 1
