@@ -42,7 +42,7 @@ from flows import MODES
 USERS = ("alice", "bob")
 BUDGETS = {"full": 150}  # examples per mode in the ``full`` profile, in-process
 EXTERNAL_EXAMPLES = 25  # examples per mode for a started portal (each example starts a fresh portal process)
-EXTERNAL_SHRINK_SECONDS = 20  # how long shrinking may take for a started portal (Hypothesis's own limit: 300 s)
+EXTERNAL_SHRINK_SECONDS = 12  # how long shrinking may take for a started portal (Hypothesis's own limit: 300 s)
 STEPS_PER_EXAMPLE = 8
 LIFETIME = 3600  # Entra's default access-token lifetime, which the fakes issue
 

@@ -156,3 +156,34 @@ def test_a_500_or_a_timeout_fails_working_under_load_and_names_the_user() -> Non
     assert "HTTP 500: 1 visits of user-002" in verdict.message and "no answer within 10 s" in verdict.message
     assert "1× HTTP 503" in verdict.received  # the error page while Business Central refused: clean
     assert "HTTP 503 while every service answered: 1 visits of user-004" in verdict.message  # the portal's own
+
+
+@needs_faketime
+def test_the_web_ui_serves_locusts_charts_on_loopback_while_the_users_run(tmp_path: Path) -> None:
+    """--web: a person can watch Locust's live charts; the UI listens on 127.0.0.1 only, for the run's duration."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conformance.external import free_port
+
+    port = free_port()
+    kit = subprocess.Popen([sys.executable, "-m", "conformance", "load", "--portal-cmd",
+                            f"python3 {ROOT / 'examples' / 'flask-handwritten' / 'app.py'}", "--mode", "AzApp",
+                            "--users", "5", "--duration", "6", "--web", str(port), "--quiet",
+                            "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while not seen and kit.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    seen = page.read()
+            except OSError:
+                time.sleep(0.2)
+        assert kit.wait(60) in (0, 1, 3), kit.stderr.read() if kit.stderr else ""  # a verdict was written
+    finally:
+        if kit.poll() is None:
+            kit.kill()
+    assert b"Locust" in seen
