@@ -5,14 +5,16 @@ import json
 import pytest
 
 from conformance.cli import main
-from flows import AUTHORIZATION_CODE
+from flows import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, Role
 
 
 def test_simulate_human_output_lists_each_visited_step(capsys):
     assert main(["simulate", "client-credentials", "--scenario", "valid-token"]) == 0
     out = capsys.readouterr().out
     measured = out.split("visit 2 of 2: ", 1)[1].splitlines()[1:]  # the visit after the 60 s pause
-    assert [line.split()[0] for line in measured] == ["CC-1", "CC-2", "CC-6", "CC-7"]
+    cc = CLIENT_CREDENTIALS
+    reused = [cc.id_of(r) for r in (Role.ACCESS, Role.CHECK, Role.USE, Role.WORKING)]  # steps 3 to 5 skipped
+    assert [line.split()[0] for line in measured] == reused
     assert "Uses the stored access token" in measured[2]
 
 
@@ -42,7 +44,7 @@ def test_diagram_is_generated_from_the_table(capsys):
     out = capsys.readouterr().out
     assert out.startswith("stateDiagram-v2")
     for step in AUTHORIZATION_CODE.steps:
-        assert f"AC-{step.number} {step.actor}" in out
+        assert f"{AUTHORIZATION_CODE.step_id(step.number)} {step.actor}" in out
     assert "AC2 --> AC9 : skip: token_valid" in out
     assert "AC3 --> AC6 : skip: signed_in and consented" in out
     assert out.count("-->") == len(AUTHORIZATION_CODE.edges)

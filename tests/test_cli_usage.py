@@ -12,6 +12,7 @@ import pytest
 
 from conformance.cli import build_parser, main
 from conformance.external import free_port
+from flows import CLIENT_CREDENTIALS, Role
 
 COMMANDS = ("run", "selftest", "report", "simulate", "diagram", "checks", "serve", "load")
 
@@ -108,7 +109,8 @@ def test_simulate_labels_every_visit_and_shows_all_of_them(capsys):
     assert main(["simulate", "client-credentials", "--scenario", "valid-token"]) == 0
     out = capsys.readouterr().out
     first, second = out.split("  visit 2 of 2: ")
-    assert "  visit 1 of 2: alice opens the portal\n" in first and "CC-3" in first  # the token is fetched
+    request, use = CLIENT_CREDENTIALS.id_of(Role.TOKEN_REQUEST), CLIENT_CREDENTIALS.id_of(Role.USE)
+    assert "  visit 1 of 2: alice opens the portal\n" in first and request in first  # the token is fetched
     assert second.startswith("alice opens the portal, 60 s after the previous visit — the visit this scenario "
                              "measures")
-    assert "CC-3" not in second and "CC-6" in second  # and reused
+    assert request not in second and use in second  # and reused

@@ -22,6 +22,7 @@ import pytest
 
 import reports
 from reports.chromium import Chromium
+from tests.boxes import inside, overlap
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"passing": [], "failing": ["--portal-app", "portals.mutants:token_in_query"]}
@@ -32,7 +33,6 @@ SKIPPED = {"mode": "AzApp", "flow": "client_credentials", "name": "two-users", "
            "description": "two users, one session each", "visits": [], "violations": [], "waited": 0.0, "trace": [],
            "error": "needs a fresh portal, and a portal given by --portal-url is started once"}
 """A scenario not run, with its reason, as a ``--portal-url`` run reports it (in place of the failing run's own)."""
-TOLERANCE = 0.5  # px: sub-pixel rounding of text boxes
 
 MEASURE = r"""
 (() => {
@@ -170,16 +170,6 @@ def measured(request: pytest.FixtureRequest, browser: Chromium, runs: dict[str, 
 # ------------------------------------------------------------------------------------------ the tests
 
 
-def _inside(inner: list[float], outer: list[float]) -> bool:
-    return (inner[0] >= outer[0] - TOLERANCE and inner[1] >= outer[1] - TOLERANCE
-            and inner[2] <= outer[2] + TOLERANCE and inner[3] <= outer[3] + TOLERANCE)
-
-
-def _overlap(a: list[float], b: list[float]) -> bool:
-    return (a[0] + TOLERANCE < b[2] and b[0] + TOLERANCE < a[2]
-            and a[1] + TOLERANCE < b[3] and b[1] + TOLERANCE < a[3])
-
-
 def test_every_step_text_is_whole_and_inside_its_box(measured: Measured) -> None:
     page, results = measured.page, measured.results
     steps = {(m, f"{flow['prefix']}-{s['number']}"): s["text"] for m in results["modes"]
@@ -190,7 +180,7 @@ def test_every_step_text_is_whole_and_inside_its_box(measured: Measured) -> None
         node = drawn[key]
         assert node["text"] == " ".join(text.split()), (key, node["text"])  # the whole text, no ellipsis
         for piece in node["pieces"]:
-            assert _inside(piece, node["box"]), f"{key}: text at {piece} leaves its box {node['box']}"
+            assert inside(piece, node["box"]), f"{key}: text at {piece} leaves its box {node['box']}"
 
 
 def _flow_of(results: dict[str, Any], mode: str) -> str:
@@ -209,13 +199,13 @@ def test_edge_labels_sit_on_their_edges_apart(measured: Measured) -> None:
                 assert label is not None, f"{mode}: edge {edge['source']}→{edge['dest']} has no label"
                 assert label["words"] == edge["label"] and label["onEdge"], (mode, label)
         for label in labels:
-            assert _inside(label["text"], label["backdrop"]), f"{mode}: label of {label['edge']} is cut"
+            assert inside(label["text"], label["backdrop"]), f"{mode}: label of {label['edge']} is cut"
         for a, b in combinations(labels, 2):
-            assert not _overlap(a["box"], b["box"]), f"{mode}: labels of {a['edge']} and {b['edge']} overlap"
+            assert not overlap(a["box"], b["box"]), f"{mode}: labels of {a['edge']} and {b['edge']} overlap"
         for label in labels:
             for node in page["nodes"]:
                 if node["mode"] == mode:
-                    assert not _overlap(label["box"], node["box"]), f"{mode}: {label['edge']} over {node['step']}"
+                    assert not overlap(label["box"], node["box"]), f"{mode}: {label['edge']} over {node['step']}"
 
 
 def test_the_summary_comes_first_and_names_everything(measured: Measured) -> None:

@@ -19,12 +19,12 @@ import pytest
 
 import reports
 from reports.chromium import Chromium
+from tests.boxes import inside, overlap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOAD = FIXTURES / "load_results.json"
 SAMPLE = FIXTURES / "sample_results.json"  # a ``bc-conformance run`` document: no ``load``
 WIDTHS = (1400, 390)
-TOLERANCE = 0.5  # px: sub-pixel rounding of text boxes
 DROPPED = "no trace event was dropped"
 
 
@@ -291,16 +291,6 @@ def _long_run(results: dict[str, Any]) -> dict[str, Any]:
     return doctored
 
 
-def _inside(inner: list[float], outer: list[float]) -> bool:
-    return (inner[0] >= outer[0] - TOLERANCE and inner[1] >= outer[1] - TOLERANCE
-            and inner[2] <= outer[2] + TOLERANCE and inner[3] <= outer[3] + TOLERANCE)
-
-
-def _overlap(a: list[float], b: list[float]) -> bool:
-    return (a[0] + TOLERANCE < b[2] and b[0] + TOLERANCE < a[2]
-            and a[1] + TOLERANCE < b[3] and b[1] + TOLERANCE < a[3])
-
-
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("run", ["fixture", "long"])
 def test_chart_fits_its_box_and_its_labels_stay_apart(browser: Chromium, results: dict[str, Any], run: str,
@@ -317,17 +307,17 @@ def test_chart_fits_its_box_and_its_labels_stay_apart(browser: Chromium, results
     assert not found["loose"], found["loose"]
     assert found["inner"][0] <= found["inner"][1], f"the chart scrolls in its box: {found['inner']}"
     figure, chart = found["figure"], found["svg"]
-    assert _inside(chart, figure)
+    assert inside(chart, figure)
     assert chart[0] - figure[0] <= 80 and figure[2] - chart[2] <= 24, "the plot does not fill its box's width"
     for bar in found["bars"] + found["lines"]:
-        assert _inside(bar, chart), f"a bar or line outside the plot: {bar} vs {chart}"
+        assert inside(bar, chart), f"a bar or line outside the plot: {bar} vs {chart}"
     texts = found["texts"]
     assert len(found["lines"]) == len(document["load"]["epochs"])
     for t in texts:
-        assert _inside(t["box"], figure), f"{t['text']!r} at {t['box']} leaves the figure {figure}"
+        assert inside(t["box"], figure), f"{t['text']!r} at {t['box']} leaves the figure {figure}"
         assert t["size"] >= 11, f"{t['text']!r} shrank to {t['size']} px"
     for a, b in combinations(texts, 2):
-        assert not _overlap(a["box"], b["box"]), f"{a['text']!r} {a['box']} overlaps {b['text']!r} {b['box']}"
+        assert not overlap(a["box"], b["box"]), f"{a['text']!r} {a['box']} overlaps {b['text']!r} {b['box']}"
     shown = sum(1 for t in texts if t["text"] == "tokens expire") - 1  # the legend's
     labels = re.findall(r'class="epoch-label( wide-only)?"', path.read_text(encoding="utf-8"))
     assert shown == (len(labels) if width > 1000 else labels.count(""))  # the wide screen shows the wide-only ones
